@@ -1,0 +1,48 @@
+# One Makefile: the README and CI call these targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-unit test-integration lint typecheck bench dev-up dev-down dev-status clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the whole platform locally (API, relay, projector) on its embedded stack; Ctrl-C stops it all.
+run: $(STAMP)
+	$(BIN)/flagstream run
+
+## The whole test suite, on real Kafka (tansu), Redis and Postgres, with the coverage gate.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider \
+	  --cov --cov-report=term --cov-report=xml:.coverage.xml --cov-fail-under=85
+	$(BIN)/python -m coverage report --include='core/*' --fail-under=95 >/dev/null
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/evaluation.py
+
+dev-up: $(STAMP)
+	$(BIN)/flagstream dev up
+dev-down: $(STAMP)
+	$(BIN)/flagstream dev down
+dev-status: $(STAMP)
+	$(BIN)/flagstream dev status
+
+clean:
+	rm -rf $(VENV) .runtime-data .pytest_cache .coverage .coverage.* .mypy_cache .ruff_cache

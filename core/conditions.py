@@ -1,0 +1,37 @@
+"""Walking condition trees: every clause with its field path, and the segments a flag references."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from core.model import AllOf, AnyOf, Clause, Condition, Flag, NotOf, Operator
+
+__all__ = ["iter_clauses", "segment_references"]
+
+
+def iter_clauses(condition: Condition | None, path: str = "") -> Iterator[tuple[str, Clause]]:
+    """Every clause of a condition tree, with its field path (``all[0].any[1]``...)."""
+    match condition:
+        case Clause():
+            yield path, condition
+        case AllOf():
+            for i, child in enumerate(condition.all):
+                yield from iter_clauses(child, f"{path}.all[{i}]" if path else f"all[{i}]")
+        case AnyOf():
+            for i, child in enumerate(condition.any):
+                yield from iter_clauses(child, f"{path}.any[{i}]" if path else f"any[{i}]")
+        case NotOf():
+            yield from iter_clauses(condition.not_, f"{path}.not" if path else "not")
+        case None:
+            return
+
+
+def segment_references(flag: Flag) -> frozenset[str]:
+    """The segment keys named by ``in_segment`` clauses in any rule of any environment."""
+    found: set[str] = set()
+    for config in flag.environments.values():
+        for rule in config.rules:
+            for _, clause in iter_clauses(rule.when):
+                if clause.op is Operator.IN_SEGMENT:
+                    found.update(str(v) for v in clause.values)
+    return frozenset(found)

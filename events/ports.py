@@ -1,0 +1,93 @@
+"""The ports of the write side, as Protocols, and the rules every adapter shares.
+
+- :class:`EventStore` — what the command service needs: read a stream, append with the
+  optimistic version check, and the idempotency records written with the events.
+- :class:`Outbox` — what the relay needs: committed events in a safe order, and a checkpoint.
+- :class:`EventPublisher` — where the relay sends events (Kafka in production).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.envelope import Event
+from events.idempotency import IdempotencyRecord, IdempotencyWrite
+
+__all__ = [
+    "EventPublisher",
+    "EventStore",
+    "Outbox",
+    "RelayPosition",
+    "StoredEvent",
+    "plan_append",
+]
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class RelayPosition:
+    """The relay's cursor: ``(txid, seq)`` of the last event published (``(0, 0)`` = nothing yet)."""
+
+    txid: int = 0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the store holds it: its append sequence, its transaction id and the envelope."""
+
+    seq: int
+    txid: int
+    event: Event
+
+    @property
+    def position(self) -> RelayPosition:
+        return RelayPosition(self.txid, self.seq)
+
+
+class EventStore(Protocol):
+    async def read_stream(self, stream_key: str, *, to_version: int | None = None) -> list[Event]: ...
+
+    async def current_version(self, stream_key: str) -> int: ...
+
+    async def append(
+        self, events: Sequence[Event], *, idempotency: IdempotencyWrite | None = None
+    ) -> None: ...
+
+    async def find_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def stream_keys(self) -> list[str]: ...
+
+
+class Outbox(Protocol):
+    async def read_committed_after(self, position: RelayPosition, limit: int) -> list[StoredEvent]: ...
+
+    async def load_checkpoint(self, name: str) -> RelayPosition: ...
+
+    async def save_checkpoint(self, name: str, position: RelayPosition) -> None: ...
+
+
+class EventPublisher(Protocol):
+    async def publish(self, events: Sequence[Event]) -> None: ...
+
+
+def plan_append(events: Sequence[Event]) -> dict[str, int]:
+    """Check a batch is well formed; returns each stream's first version, in order of appearance.
+
+    Within a batch each stream's versions must be consecutive and event ids unique — a caller
+    bug otherwise (``ValueError``), not a conflict.
+    """
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    ids = set()
+    for event in events:
+        if event.event_id in ids:
+            raise ValueError(f"event id {event.event_id} appears twice in one append")
+        ids.add(event.event_id)
+        key = event.flag_key
+        if key in last and event.version != last[key] + 1:
+            raise ValueError(f"versions of {key!r} in one append must be consecutive")
+        first.setdefault(key, event.version)
+        last[key] = event.version
+    return first

@@ -1,0 +1,146 @@
+"""What one event changes in the read model: pure planning, no I/O.
+
+Given a stream's state before and after an event, :func:`plan_flag_apply` /
+:func:`plan_segment_apply` say which hash fields to write, and with which documents.
+
+Rules (see docs/read-side.md):
+- an environment document is the flag with only that environment, at the version of the event
+  that last changed it: ``{"version": n, "flag": {...}}``;
+- an event *touches* an environment when the document of that environment changes, or when the
+  event names that environment (so ``?wait=projected`` sees the version even for an event that
+  changes no configuration, such as ``RollbackSkipped``); flag-level events (created, metadata,
+  archive, restore) change the document of every environment of the flag;
+- an archived flag keeps its documents, marked ``"archived": true`` inside the flag; evaluation
+  answers ``FLAG_NOT_FOUND``-like results for it and ``evaluate_all`` leaves it out; a restore
+  brings it back without a rebuild;
+- an environment removed from a flag (or a flag that disappears) has its field deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.envelope import SEGMENT_STREAM_PREFIX, Event, canonical_json
+from core.model import Flag, Segment
+from core.state import FlagState, SegmentState
+from projections.keys import Keyspace
+
+__all__ = [
+    "ApplyPlan",
+    "FieldWrite",
+    "decode_env_doc",
+    "decode_segment_doc",
+    "encode_env_doc",
+    "encode_segment_doc",
+    "environment_slice",
+    "is_segment_stream",
+    "plan_flag_apply",
+    "plan_noop",
+    "plan_segment_apply",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWrite:
+    """One hash field to set (``doc``) or delete (``doc is None``), then announce."""
+
+    hash_key: str
+    rev_key: str
+    channel: str
+    field: str
+    doc: str | None
+    environment: str | None  # None for the segments hash
+    notice_field: str  # "flag_key" or "segment_key"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyPlan:
+    stream_key: str
+    version: int
+    state_json: str
+    writes: tuple[FieldWrite, ...]
+
+
+def is_segment_stream(stream_key: str) -> bool:
+    return stream_key.startswith(SEGMENT_STREAM_PREFIX)
+
+
+def environment_slice(flag: Flag, environment: str) -> Flag:
+    """The flag with only one environment's configuration."""
+    config = flag.environments[environment]
+    return flag.model_copy(update={"environments": {environment: config}})
+
+
+def encode_env_doc(flag: Flag, environment: str, version: int) -> str:
+    sliced = environment_slice(flag, environment)
+    return canonical_json({"version": version, "flag": sliced.model_dump(mode="json", by_alias=True)})
+
+
+def decode_env_doc(raw: str | bytes) -> tuple[int, Flag]:
+    data: dict[str, Any] = _loads(raw)
+    return int(data["version"]), Flag.model_validate(data["flag"])
+
+
+def encode_segment_doc(segment: Segment, version: int) -> str:
+    return canonical_json({"version": version, "segment": segment.model_dump(mode="json", by_alias=True)})
+
+
+def decode_segment_doc(raw: str | bytes) -> tuple[int, Segment]:
+    data: dict[str, Any] = _loads(raw)
+    return int(data["version"]), Segment.model_validate(data["segment"])
+
+
+def _loads(raw: str | bytes) -> dict[str, Any]:
+    import json
+
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("a read-model document must be a JSON object")
+    return value
+
+
+def plan_flag_apply(keys: Keyspace, before: FlagState, after: FlagState, event: Event) -> ApplyPlan:
+    """The writes taking the read model from ``before`` to ``after = evolve(before, event)``."""
+    old_docs = _env_docs(before)
+    new_envs = after.flag.environments if after.flag is not None else {}
+    writes: list[FieldWrite] = []
+    for env in sorted(set(old_docs) | set(new_envs)):
+        if env not in new_envs:
+            writes.append(_env_write(keys, after.key, env, None))
+            continue
+        assert after.flag is not None
+        unchanged = env in old_docs and old_docs[env] == _slice_json(after.flag, env)
+        if unchanged and event.environment != env:
+            continue
+        writes.append(_env_write(keys, after.key, env, encode_env_doc(after.flag, env, event.version)))
+    return ApplyPlan(after.key, event.version, after.model_dump_json(), tuple(writes))
+
+
+def plan_segment_apply(keys: Keyspace, after: SegmentState, event: Event) -> ApplyPlan:
+    doc = encode_segment_doc(after.segment, event.version) if after.segment is not None else None
+    write = FieldWrite(
+        keys.segments, keys.segments_rev, keys.segments_channel, after.key, doc, None, "segment_key"
+    )
+    return ApplyPlan(after.stream, event.version, after.model_dump_json(), (write,))
+
+
+def plan_noop(stream_key: str, version: int) -> ApplyPlan:
+    """A plan that only lets the script decide duplicate / gap (and move the checkpoint)."""
+    return ApplyPlan(stream_key, version, "", ())
+
+
+def _env_docs(state: FlagState) -> dict[str, str]:
+    if state.flag is None:
+        return {}
+    return {env: _slice_json(state.flag, env) for env in state.flag.environments}
+
+
+def _slice_json(flag: Flag, environment: str) -> str:
+    return environment_slice(flag, environment).model_dump_json(by_alias=True)
+
+
+def _env_write(keys: Keyspace, flag_key: str, env: str, doc: str | None) -> FieldWrite:
+    return FieldWrite(
+        keys.env_flags(env), keys.env_rev(env), keys.env_channel(env), flag_key, doc, env, "flag_key"
+    )

@@ -1,0 +1,148 @@
+"""The Redis read-model adapter: apply one event atomically (Lua compare-and-set), read checkpoints.
+
+Python folds the event into the stored state (``core.evolve``); ``lua/apply.lua`` writes the new
+state, the environment documents, the revision counters, the change notices and the projector
+checkpoint in one atomic step, only if the stored version is still the one the event follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.envelope import SEGMENT_STREAM_PREFIX, Event
+from core.errors import FlagstreamError
+from core.evolve import evolve, evolve_segment
+from core.state import FlagState, SegmentState
+from projections.documents import ApplyPlan, is_segment_stream, plan_flag_apply, plan_noop, plan_segment_apply
+from projections.errors import ApplyRejected, ReadModelUnavailable
+from projections.keys import Keyspace
+
+__all__ = ["ApplyOutcome", "ApplyResult", "Checkpoint", "RedisReadModel", "load_script"]
+
+
+class ApplyOutcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # stored version >= event version: nothing but the checkpoint moved
+    GAP = "gap"  # stored version < event version - 1: nothing changed, not even the checkpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    outcome: ApplyOutcome
+    stored_version: int  # the stream's version before this call
+    environments: tuple[str, ...] = ()  # environments whose documents changed
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where the event came from: the checkpoint key is set to ``offset + 1`` with the change."""
+
+    group: str
+    topic: str
+    partition: int
+    offset: int
+
+
+def load_script(name: str) -> str:
+    return resources.files("projections").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+_RETRIES_ON_RACE = 3
+
+
+class RedisReadModel:
+    """One namespace of the read model, written event by event."""
+
+    def __init__(self, client: Redis, keys: Keyspace | None = None) -> None:
+        self._client = client
+        self.keys = keys or Keyspace()
+        self._apply = client.register_script(load_script("apply.lua"))
+
+    async def load_flag_state(self, flag_key: str) -> FlagState:
+        raw = await self._get(self.keys.state(flag_key))
+        return FlagState(key=flag_key) if raw is None else FlagState.model_validate_json(raw)
+
+    async def load_segment_state(self, stream_key: str) -> SegmentState:
+        raw = await self._get(self.keys.state(stream_key))
+        if raw is None:
+            return SegmentState(key=stream_key.removeprefix(SEGMENT_STREAM_PREFIX))
+        return SegmentState.model_validate_json(raw)
+
+    async def stored_version(self, stream_key: str) -> int:
+        if is_segment_stream(stream_key):
+            return (await self.load_segment_state(stream_key)).version
+        return (await self.load_flag_state(stream_key)).version
+
+    async def apply(self, event: Event, checkpoint: Checkpoint | None = None) -> ApplyResult:
+        """Apply ``event`` if it is the next of its stream; report a duplicate or a gap otherwise.
+
+        Raises :class:`ApplyRejected` when the core refuses to fold the event (a poison event),
+        :class:`ReadModelUnavailable` when Redis cannot be reached.
+        """
+        for _ in range(_RETRIES_ON_RACE):
+            plan = await self._plan(event)
+            outcome, stored = await self._run(plan, checkpoint)
+            if outcome != "stale_plan":
+                environments = tuple(w.environment for w in plan.writes if w.environment is not None)
+                applied = outcome == ApplyOutcome.APPLIED
+                return ApplyResult(ApplyOutcome(outcome), stored, environments if applied else ())
+        raise ReadModelUnavailable(f"stream {event.flag_key!r} kept changing under the projector")
+
+    async def checkpoint(self, group: str, topic: str, partition: int) -> int | None:
+        """The next offset to read for a partition, or ``None`` when this read model has none."""
+        raw = await self._get(self.keys.checkpoint(group, topic, partition))
+        return None if raw is None else int(raw)
+
+    async def _plan(self, event: Event) -> ApplyPlan:
+        stream = event.flag_key
+        try:
+            if is_segment_stream(stream):
+                segment_state = await self.load_segment_state(stream)
+                if segment_state.version != event.version - 1:
+                    return plan_noop(stream, event.version)
+                return plan_segment_apply(self.keys, evolve_segment(segment_state, event), event)
+            state = await self.load_flag_state(stream)
+            if state.version != event.version - 1:
+                return plan_noop(stream, event.version)
+            return plan_flag_apply(self.keys, state, evolve(state, event), event)
+        except FlagstreamError as e:
+            if isinstance(e, ReadModelUnavailable):
+                raise
+            raise ApplyRejected(f"cannot apply {event.type} v{event.version} of {stream!r}: {e}") from e
+        except ValueError as e:  # pydantic ValidationError of a document or state
+            raise ApplyRejected(f"cannot apply {event.type} v{event.version} of {stream!r}: {e}") from e
+
+    async def _run(self, plan: ApplyPlan, checkpoint: Checkpoint | None) -> tuple[str, int]:
+        ckpt_key = self.keys.checkpoint(checkpoint.group, checkpoint.topic, checkpoint.partition) \
+            if checkpoint is not None else self.keys.checkpoint("-", "-", 0)
+        keys: list[str] = [self.keys.state(plan.stream_key), ckpt_key, self.keys.environments]
+        args: list[str | int] = [
+            plan.version,
+            plan.state_json,
+            "" if checkpoint is None else checkpoint.offset + 1,
+            len(plan.writes),
+        ]
+        for write in plan.writes:
+            keys += [write.hash_key, write.rev_key]
+            args += [write.field, write.doc or "", write.channel, write.environment or ""]
+        try:
+            outcome, stored = await self._apply(keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise ReadModelUnavailable(f"redis unavailable while applying {plan.stream_key!r}") from e
+        except RedisError as e:
+            raise ReadModelUnavailable(f"redis refused the apply script: {e}") from e
+        return str(outcome), int(stored)
+
+    async def _get(self, key: str) -> str | None:
+        try:
+            value = await self._client.get(key)
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable(f"redis unavailable reading {key!r}") from e
+        return None if value is None else str(value)

@@ -10,7 +10,7 @@ asyncpg ...) go through the same processors and renderer.
 Secrets are never logged: :func:`redact_secrets` replaces the values of keys named like
 ``authorization``, ``api_key``, ``password``, ``secret``, ``token``, ``cookie``,
 ``credentials`` (but not ``*_id`` / ``*_prefix``), and scrubs inside any string our API
-keys (``fs_`` followed by 20+ key characters), ``Bearer``/``Basic`` credentials and
+keys (``fs_`` followed by 16+ key characters, as api.auth issues them), ``Bearer``/``Basic`` credentials and
 passwords in URLs (``postgresql://user:secret@host``).
 """
 
@@ -44,7 +44,7 @@ _SENSITIVE_KEY: Final = re.compile(
 )
 _EXEMPT_KEY_SUFFIX: Final = re.compile(r"(_id|_prefix)$", re.IGNORECASE)
 _TEXT_PATTERNS: Final = (
-    (re.compile(r"\bfs_[A-Za-z0-9_\-]{20,}"), "fs_" + REDACTED),
+    (re.compile(r"\bfs_[A-Za-z0-9_\-]{16,}"), "fs_" + REDACTED),
     (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE), r"\1 " + REDACTED),
     (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 )

@@ -32,6 +32,7 @@ from prometheus_client import (
 __all__ = [
     "METRIC_NAMES",
     "REGISTRY",
+    "UNKNOWN_FLAG",
     "UNMATCHED_ROUTE",
     "BreakerState",
     "CommandOutcome",
@@ -69,6 +70,9 @@ for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
 
 UNMATCHED_ROUTE: Final = "<unmatched>"
 """Route label for requests no route matched (404s): never put a raw path in a label."""
+UNKNOWN_FLAG: Final = "<unknown>"
+"""Flag label of evaluations of flags that do not exist (caller input must not create series)."""
+_HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 BreakerState = Literal["closed", "half_open", "open"]
 CommandOutcome = Literal["accepted", "replayed", "rejected", "conflict", "unavailable", "error"]
@@ -188,7 +192,8 @@ _dead_letter_classes: dict[str, set[str]] = {}
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request and its latency. ``route`` is the template (``/api/v1/flags/{key}``)
     or :data:`UNMATCHED_ROUTE`, never the raw path."""
-    labels = (route, method.upper(), str(status))
+    verb = method.upper()
+    labels = (route, verb if verb in _HTTP_METHODS else "OTHER", str(status))
     HTTP_REQUESTS.labels(*labels).inc()
     HTTP_DURATION.labels(*labels).observe(seconds)
 
@@ -198,9 +203,12 @@ def record_auth_failure(reason: str) -> None:
     AUTH_FAILURES.labels(reason).inc()
 
 
-def record_evaluation(flag: str, environment: str, reason: str) -> None:
-    """``reason``: the evaluation reason (``TARGET_MATCH``, ``RULE_MATCH``, ``ERROR`` ...)."""
-    EVALUATIONS.labels(flag, environment, reason).inc()
+def record_evaluation(flag: str, environment: str, reason: str, error_code: str | None = None) -> None:
+    """Count one evaluation. ``reason``: ``core.evaluation.Reason`` (``TARGETING_MATCH``, ``SPLIT``,
+    ``ERROR`` ...); pass the result's ``error_code`` too: a ``FLAG_NOT_FOUND`` evaluation is
+    counted under :data:`UNKNOWN_FLAG`, so arbitrary keys sent by callers never create series."""
+    label = UNKNOWN_FLAG if error_code == "FLAG_NOT_FOUND" else flag
+    EVALUATIONS.labels(label, environment, str(reason)).inc()
 
 
 def observe_command(command_type: str, outcome: CommandOutcome, seconds: float | None = None) -> None:

@@ -25,24 +25,20 @@ _UNSATISFIED = frozenset({Reason.DISABLED, Reason.PREREQUISITE_FAILED, Reason.ER
 class CompiledFlag:
     """One flag version in one environment, ready to evaluate. Immutable by convention."""
 
-    __slots__ = ("archived", "environment", "error_result", "key", "run", "version")
+    __slots__ = ("archived", "environment", "key", "run", "version")
 
     def __init__(
-        self,
-        key: str,
-        environment: str,
-        version: int,
-        run: Runner,
-        error_result: EvaluationResult,
-        *,
-        archived: bool = False,
+        self, key: str, environment: str, version: int, run: Runner, *, archived: bool = False
     ) -> None:
         self.key = key
         self.environment = environment
         self.version = version
         self.run = run
-        self.error_result = error_result
         self.archived = archived
+
+    def error_result(self, code: ErrorCode = ErrorCode.GENERAL) -> EvaluationResult:
+        """A fresh error result for this flag (built only on the rare error path)."""
+        return EvaluationResult(self.key, None, None, Reason.ERROR, None, code, self.version)
 
     def __repr__(self) -> str:
         return f"CompiledFlag(key={self.key!r}, environment={self.environment!r}, version={self.version})"
@@ -93,25 +89,23 @@ def compile_flag(
     matchers.
     """
     outcomes = _Outcomes(flag, version)
-    error = outcomes.error(ErrorCode.GENERAL)
     if flag.archived:
         return CompiledFlag(
             flag.key,
             environment,
             version,
             _constant(outcomes.error(ErrorCode.FLAG_NOT_FOUND)),
-            error,
             archived=True,
         )
     config = flag.environments.get(environment)
     if config is None or not config.enabled:
         off_key = config.off_variation if config is not None else None
         return CompiledFlag(
-            flag.key, environment, version, _constant(outcomes.serve(Reason.DISABLED, off_key)), error
+            flag.key, environment, version, _constant(outcomes.serve(Reason.DISABLED, off_key))
         )
     cache: SegmentCache = {} if segment_cache is None else segment_cache
     run = _compile_enabled(flag.key, config, outcomes, segments, cache)
-    return CompiledFlag(flag.key, environment, version, run, error)
+    return CompiledFlag(flag.key, environment, version, run)
 
 
 def _constant(result: EvaluationResult) -> Runner:
@@ -148,14 +142,14 @@ def _compile_enabled(
     segments: Mapping[str, Segment],
     cache: SegmentCache,
 ) -> Runner:
-    off = outcomes.serve(Reason.DISABLED, config.off_variation)
-    failed = outcomes.serve(Reason.PREREQUISITE_FAILED, config.off_variation)
     schedule = config.schedule
     start = schedule.enable_at if schedule is not None else None
     stops = [t for t in (schedule.disable_at if schedule else None, config.expires_at) if t is not None]
     stop = min(stops) if stops else None
     timed = start is not None or stop is not None
+    off = outcomes.serve(Reason.DISABLED, config.off_variation) if timed else None
     prerequisites = tuple((p.flag, p.variation) for p in config.prerequisites)
+    failed = outcomes.serve(Reason.PREREQUISITE_FAILED, config.off_variation) if prerequisites else None
     targets = _compile_targets(config, outcomes)
     rules: tuple[tuple[Matcher, EvaluationResult | None, Splitter | None], ...] = tuple(
         (
@@ -173,9 +167,9 @@ def _compile_enabled(
         context: Context, now: datetime, flags: Mapping[str, CompiledFlag] | None, chain: tuple[str, ...]
     ) -> EvaluationResult:
         if timed and ((start is not None and now < start) or (stop is not None and now >= stop)):
-            return off
+            return off  # type: ignore[return-value]
         if prerequisites and not _prerequisites_met(flag_key, prerequisites, context, now, flags, chain):
-            return failed
+            return failed  # type: ignore[return-value]
         if targets:
             subject = context.get(TARGETING_KEY)
             if subject.__class__ is str:

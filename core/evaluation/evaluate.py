@@ -20,9 +20,7 @@ _NOT_FOUND = flag_not_found()
 
 
 def invalid_context(compiled: CompiledFlag) -> EvaluationResult:
-    return EvaluationResult(
-        compiled.key, None, None, Reason.ERROR, None, ErrorCode.INVALID_CONTEXT, compiled.version
-    )
+    return compiled.error_result(ErrorCode.INVALID_CONTEXT)
 
 
 def evaluate(
@@ -45,4 +43,4 @@ def evaluate(
     try:
         return compiled.run(context, now, flags, ())
     except Exception:  # bad data must never escape: a last resort, not a control path
-        return compiled.error_result
+        return compiled.error_result()

@@ -61,7 +61,8 @@ def build_date_test(clause: Clause) -> Matcher:
     from_now = clause.attribute == NOW_ATTRIBUTE
 
     def match_date(context: Context, now: datetime) -> bool:
-        instant = parse_instant(now if from_now else read(context))
+        value = now if from_now else read(context)
+        instant = _parse_text(value) if value.__class__ is str else parse_instant(value)
         if instant is None:
             return False
         if op is Operator.BEFORE:

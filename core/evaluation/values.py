@@ -43,7 +43,7 @@ def build_getter(attribute: str) -> Getter:
             return value
         current: Any = context
         for part in parts:
-            if not isinstance(current, Mapping):
+            if current.__class__ is not dict and not isinstance(current, Mapping):
                 return None
             current = current.get(part)
         return current

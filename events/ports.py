@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from core.envelope import Event
@@ -66,6 +67,10 @@ class Outbox(Protocol):
     async def load_checkpoint(self, name: str) -> RelayPosition: ...
 
     async def save_checkpoint(self, name: str, position: RelayPosition) -> None: ...
+
+    async def backlog(self, position: RelayPosition) -> tuple[int, datetime | None]:
+        """How many committed-or-not events lie after ``position``, and when the oldest occurred."""
+        ...
 
 
 class EventPublisher(Protocol):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import structlog
@@ -171,6 +171,14 @@ class PostgresEventStore:
             await self._pool.execute(_SAVE_CHECKPOINT, name, position.seq, str(position.txid))
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"checkpoint not saved, Postgres unreachable: {e}") from e
+
+    async def backlog(self, position: RelayPosition) -> tuple[int, datetime | None]:
+        rows = await self._fetch(
+            "SELECT count(*) AS n, min(occurred_at) AS oldest FROM events"
+            " WHERE (txid, seq) > ($1::text::xid8, $2::bigint)",
+            str(position.txid), position.seq,
+        )
+        return int(rows[0]["n"]), rows[0]["oldest"]
 
     async def stream_keys(self) -> list[str]:
         rows = await self._fetch("SELECT DISTINCT flag_key FROM events ORDER BY flag_key")

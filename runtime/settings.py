@@ -1,0 +1,207 @@
+"""Process settings, from ``FLAGSTREAM_*`` environment variables (pydantic-settings).
+
+Build them with :func:`load_settings` in an app factory or a command's entry point, never at import
+time. The three server addresses also honour the plain variables every tool knows
+(``DATABASE_URL``, ``REDIS_URL``, ``KAFKA_BOOTSTRAP_SERVERS``); the ``FLAGSTREAM_`` one wins when
+both are set. Left unset, they are None: ``flagstream run`` then starts the embedded local stack.
+
+A bad value raises :class:`SettingsError` whose message names the variable, what was found and the
+shape that is expected, one line per problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "FLAGSTREAM_"
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class SettingsError(ValueError):
+    """The settings are invalid; the message tells a person which variable to fix and how."""
+
+
+def _aliases(name: str) -> AliasChoices:
+    return AliasChoices(ENV_PREFIX + name.upper(), name.upper())
+
+
+def _check_url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError as e:
+        raise ValueError(f"is not a valid URL ({e}); expected something like {example}") from e
+    if parts.scheme not in schemes:
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        raise ValueError(
+            f"has {shown}; expected one of {', '.join(s + '://' for s in schemes)} as in {example}"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"has no host; expected something like {example}")
+    del port
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a Flagstream process can be configured with. See ``docs/local-stack.md``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    # -- servers (None: use the embedded local stack) ------------------------------------------
+    database_url: str | None = Field(default=None, validation_alias=_aliases("database_url"))
+    redis_url: str | None = Field(default=None, validation_alias=_aliases("redis_url"))
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=_aliases("kafka_bootstrap_servers")
+    )
+
+    # -- names -----------------------------------------------------------------------------------
+    flag_events_topic: str = "flagstream.flag-events"
+    metric_alerts_topic: str = "flagstream.metric-alerts"
+    redis_namespace: str = "fs"
+    projector_group: str = "flagstream-projector"
+    rollback_group: str = "flagstream-rollback"
+    kafka_client_id: str = "flagstream"
+
+    # -- HTTP API --------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    request_max_bytes: int = Field(default=1_048_576, gt=0)
+    wait_projected_timeout_seconds: float = Field(default=5.0, gt=0)
+    idempotency_ttl_seconds: int = Field(default=86_400, gt=0)
+
+    # -- logging ---------------------------------------------------------------------------------
+    log_level: LogLevel = "info"
+    log_json: bool = True
+
+    # -- Postgres --------------------------------------------------------------------------------
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+    db_command_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # -- Kafka -----------------------------------------------------------------------------------
+    kafka_send_timeout_seconds: float = Field(default=10.0, gt=0)
+    kafka_request_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # -- Redis -----------------------------------------------------------------------------------
+    redis_socket_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # -- relay -----------------------------------------------------------------------------------
+    relay_poll_interval_seconds: float = Field(default=0.05, gt=0)
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_breaker_fail_max: int = Field(default=5, ge=1)
+    relay_breaker_reset_seconds: float = Field(default=5.0, gt=0)
+
+    # -- local stack -----------------------------------------------------------------------------
+    data_dir: str = ".runtime-data"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        example = "postgresql://user:password@localhost:5432/flagstream"
+        return None if value is None else _check_url(value, _POSTGRES_SCHEMES, example)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value, _REDIS_SCHEMES, "redis://localhost:6379/0")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        example = "host1:9092,host2:9092"
+        entries = [entry.strip() for entry in value.split(",")]
+        for entry in entries:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"has {entry!r}; expected a comma-separated list of host:port, e.g. {example}"
+                )
+        return ",".join(entries)
+
+    @field_validator("flag_events_topic", "metric_alerts_topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not value or len(value) > 249 or not set(value) <= allowed:
+            raise ValueError(
+                "expected a Kafka topic name: 1-249 characters among letters, digits, '.', '_', '-'"
+            )
+        return value
+
+    @field_validator("redis_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not value or ":" in value or any(c.isspace() for c in value):
+            raise ValueError("expected a non-empty key prefix without ':' or spaces, e.g. fs")
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool_bounds(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError(
+                f"db_pool_min ({self.db_pool_min}) is above db_pool_max ({self.db_pool_max}): "
+                f"set {ENV_PREFIX}DB_POOL_MIN <= {ENV_PREFIX}DB_POOL_MAX"
+            )
+        return self
+
+
+def _variable_for(location: str) -> str:
+    """The environment variable behind an error location (a field name or one of its aliases)."""
+    for name, field in Settings.model_fields.items():
+        if not isinstance(field.validation_alias, AliasChoices):
+            continue
+        choices = [str(choice).upper() for choice in field.validation_alias.choices]
+        if location.upper() in choices or location == name:
+            present = [choice for choice in choices if choice in {k.upper() for k in os.environ}]
+            return present[0] if present else " or ".join(choices)
+    return ENV_PREFIX + location.upper()
+
+
+def _mask(value: Any) -> str:
+    """Show a value without any password it may hold."""
+    text = str(value)
+    try:
+        parts = urlsplit(text)
+        if parts.password:
+            return text.replace(":" + parts.password + "@", ":***@", 1)
+    except ValueError:
+        pass
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = error.get("loc") or ()
+    field_name = str(location[0]) if location else ""
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if not field_name:
+        return f"- {message}"
+    return f"- {_variable_for(field_name)}={_mask(error.get('input'))!r}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment (``overrides`` win); raise :class:`SettingsError` if invalid."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        lines = [_describe(error) for error in e.errors(include_url=False)]
+        raise SettingsError("invalid Flagstream settings:\n" + "\n".join(lines)) from e

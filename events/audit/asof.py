@@ -1,0 +1,201 @@
+"""As-of reconstruction: what a flag, or every flag of an environment, looked like at an instant.
+
+Events of one stream are appended in time order (versions are serialised, ``occurred_at`` is
+set when the event is decided), so the state at ``instant`` is the fold of the stream's events
+with ``occurred_at <= instant``.
+
+How much of the log is read:
+- **one flag**: only the partition its key hashes to (the default murmur2 partitioner, as the
+  relay uses), and reading stops at the first event of that flag later than ``instant`` — correct
+  because the flag's own events are in time order.
+- **one environment**: every partition, from the beginning. ``offsets_for_times`` can bound
+  where to STOP only if every event is published soon after it occurred: an event that occurred
+  before ``instant`` but was published later (relay backlog while Kafka was down) sits *after*
+  the offset ``offsets_for_times(instant)`` returns. So the bound is opt-in: ``publish_grace``
+  (the longest publication delay you assert) stops each partition at
+  ``offsets_for_times(instant + publish_grace)``; records beyond it have a publish timestamp
+  later than ``instant + publish_grace`` and so, by that assertion, occurred after ``instant``.
+
+Memory stays flat in the log's length: per flag only its rare flag-level events (created,
+metadata, archive, restore), the last change of the wanted environment and a few counters are
+kept; segment streams (few) are kept whole. The state is materialised at the end with
+:func:`core.evolve.evolve` itself, so the semantics are the core's, not a copy of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from core.envelope import SEGMENT_STREAM_PREFIX, Event
+from core.evaluation import EvaluationResult, compile_environment
+from core.events import EventType
+from core.evolve import evolve, replay_segment
+from core.model import Segment
+from core.state import FlagState
+from events.audit.stream import (
+    StreamSettings,
+    offsets_after,
+    partition_for_key,
+    read_batches,
+    topic_partitions,
+)
+
+__all__ = ["EnvironmentSnapshot", "environment_as_of", "evaluate_as_of", "flag_as_of"]
+
+_ENVIRONMENT_TYPES = frozenset({
+    EventType.ENVIRONMENT_CONFIGURED, EventType.FLAG_ENABLED, EventType.FLAG_DISABLED,
+    EventType.ROLLOUT_CHANGED, EventType.RULES_CHANGED, EventType.TARGETS_CHANGED,
+    EventType.FLAG_ROLLED_BACK,
+})
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentSnapshot:
+    """Every flag of one environment at ``instant`` (each flag restricted to that environment)."""
+
+    environment: str
+    instant: datetime
+    flags: Mapping[str, FlagState]
+    segments: Mapping[str, Segment]
+    events_read: int
+
+
+def _parse_instant(raw: str) -> datetime:
+    return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+
+
+async def flag_as_of(settings: StreamSettings, flag_key: str, instant: datetime) -> FlagState:
+    """The full state of one flag at ``instant`` (version 0 when it did not exist yet)."""
+    state = FlagState(key=flag_key)
+    known = await topic_partitions(settings)
+    if not known:
+        return state
+    wanted = flag_key.encode("utf-8")
+    async for batch in read_batches(settings, partitions=[partition_for_key(flag_key, known)]):
+        for record in batch:
+            if record.key != wanted:
+                continue
+            event = record.event()
+            if event.occurred_at > instant:
+                return state
+            if event.version == state.version + 1:
+                state = evolve(state, event)
+    return state
+
+
+@dataclass(slots=True)
+class _Track:
+    kept: list[bytes] = field(default_factory=list)  # flag-level events, in version order
+    env_event: bytes | None = None
+    version: int = 0
+    last_hash: str = ""
+    occurred_at: str = ""
+
+
+@dataclass(slots=True)
+class _Collector:
+    environment: str
+    instant: datetime
+    only: frozenset[str] | None
+    flags: dict[str, _Track] = field(default_factory=dict)
+    segments: dict[str, list[bytes]] = field(default_factory=dict)
+    events: int = 0
+
+    def add(self, raw: bytes, fields: dict[str, Any]) -> None:
+        self.events += 1
+        if _parse_instant(fields["occurred_at"]) > self.instant:
+            return
+        key: str = fields["flag_key"]
+        if key.startswith(SEGMENT_STREAM_PREFIX):
+            self._add_segment(key, raw, fields)
+            return
+        if self.only is not None and key not in self.only:
+            return
+        track = self.flags.setdefault(key, _Track())
+        if fields["version"] != track.version + 1:
+            return  # a redelivery (or a gap, which verify reports)
+        track.version, track.last_hash = fields["version"], fields["hash"]
+        track.occurred_at = fields["occurred_at"]
+        kind = fields["type"]
+        if kind in _ENVIRONMENT_TYPES:
+            if fields.get("environment") == self.environment:
+                track.env_event = raw
+        elif kind != EventType.ROLLBACK_SKIPPED:
+            track.kept.append(raw)
+
+    def _add_segment(self, key: str, raw: bytes, fields: dict[str, Any]) -> None:
+        events = self.segments.setdefault(key, [])
+        if fields["version"] == len(events) + 1:
+            events.append(raw)
+
+
+def _materialise(key: str, track: _Track, environment: str) -> FlagState:
+    """The flag restricted to ``environment``, folded with the core's ``evolve``."""
+    raws = list(track.kept)
+    if track.env_event is not None:
+        raws.append(track.env_event)
+    events = sorted((Event.from_json(r) for r in raws), key=lambda e: e.version)
+    state = FlagState(key=key)
+    for event in events:
+        state = evolve(state.model_copy(update={"version": event.version - 1}), event)
+    env_version = state.env_versions.get(environment)
+    flag = state.flag
+    if flag is not None:
+        kept = {environment: flag.environments[environment]} if environment in flag.environments else {}
+        flag = flag.model_copy(update={"environments": kept})
+    return FlagState(
+        key=key, version=track.version, last_hash=track.last_hash, flag=flag,
+        env_versions={} if env_version is None else {environment: env_version},
+        updated_at=_parse_instant(track.occurred_at),
+    )
+
+
+async def environment_as_of(
+    settings: StreamSettings,
+    environment: str,
+    instant: datetime,
+    *,
+    flags: Collection[str] | None = None,
+    publish_grace: timedelta | None = None,
+) -> EnvironmentSnapshot:
+    """Every flag (or the given ones) of ``environment`` as it was at ``instant``."""
+    collector = _Collector(environment, instant, None if flags is None else frozenset(flags))
+    stops = None if publish_grace is None else await offsets_after(settings, instant + publish_grace)
+    async for batch in read_batches(settings, stop_offsets=stops):
+        for record in batch:
+            collector.add(record.value, orjson.loads(record.value))
+    states = {k: _materialise(k, t, environment) for k, t in collector.flags.items()}
+    segments: dict[str, Segment] = {}
+    for stream, raws in collector.segments.items():
+        key = stream.removeprefix(SEGMENT_STREAM_PREFIX)
+        segment = replay_segment((Event.from_json(r) for r in raws), key)
+        if segment.segment is not None:
+            segments[segment.key] = segment.segment
+    return EnvironmentSnapshot(environment, instant, states, segments, collector.events)
+
+
+async def evaluate_as_of(
+    settings: StreamSettings,
+    environment: str,
+    context: Mapping[str, Any],
+    instant: datetime,
+    flags: Collection[str] | None = None,
+) -> dict[str, EvaluationResult]:
+    """What evaluating ``context`` in ``environment`` would have returned at ``instant``.
+
+    Every flag is reconstructed (prerequisites may name flags outside ``flags``); the results
+    are those of ``flags`` (all when ``None``), evaluated with ``now = instant``.
+    """
+    snapshot = await environment_as_of(settings, environment, instant)
+    compiled = compile_environment(
+        ((s.flag, s.version) for s in snapshot.flags.values() if s.flag is not None),
+        environment, snapshot.segments,
+    )
+    if flags is None:
+        return compiled.evaluate_all(context, instant)
+    return {key: compiled.evaluate(key, context, instant) for key in flags}

@@ -1,0 +1,68 @@
+"""The FastAPI application factory. Settings are loaded here (or passed in), never at import time.
+
+Run it with ``uvicorn api.app:create_app --factory`` or ``flagstream run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from api.container import Container
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import evaluate, flags, health
+from monitoring.logging import configure_logging
+from runtime.settings import Settings, load_settings
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("api.app")
+
+_OPTIONAL_ROUTERS = ("api.routes.audit", "api.routes.deadletters", "api.routes.alerts", "api.routes.segments")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    resolved = settings or load_settings()
+    configure_logging(resolved.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = await Container.start(resolved)
+        app.state.container = container
+        log.info("api.started", host=resolved.api_host, port=resolved.api_port)
+        try:
+            yield
+        finally:
+            await container.close()
+            log.info("api.stopped")
+
+    app = FastAPI(
+        title="Flagstream",
+        version="0.1.0",
+        description="Event-sourced feature flags: every change an immutable, hash-chained event.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=resolved.request_max_bytes)
+    app.include_router(health.router)
+    app.include_router(flags.router)
+    app.include_router(evaluate.router)
+    _include_optional_routers(app)
+    return app
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    import importlib
+
+    for name in _OPTIONAL_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        app.include_router(module.router)

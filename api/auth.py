@@ -1,0 +1,150 @@
+"""API-key authentication and role-based authorisation.
+
+``Authorization: Bearer <key>``. Missing, empty, ``Bearer null``/``undefined``, malformed, unknown
+or revoked keys are ``401`` (with ``WWW-Authenticate``); a valid key whose role may not do the
+thing is ``403``. Keys are looked up by their SHA-256 in Postgres; a short positive cache keeps the
+evaluation hot path off the database (a revocation takes effect within ``cache_ttl`` seconds).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from api.errors import ApiError
+
+__all__ = [
+    "AuthCache",
+    "Permission",
+    "Principal",
+    "PrincipalLookup",
+    "authorise",
+    "parse_bearer",
+]
+
+log = structlog.get_logger("api.auth")
+
+# Our keys: "fs_" + urlsafe base64. Anything else is malformed before we touch the database.
+_KEY_SHAPE = re.compile(r"^fs_[A-Za-z0-9_-]{16,128}$")
+_PLACEHOLDERS = {"null", "undefined", "none", "nil", "false", "true", "bearer", "0", "[object object]"}
+
+
+class Permission(StrEnum):
+    WRITE_FLAGS = "write_flags"
+    READ_FLAGS = "read_flags"
+    EVALUATE = "evaluate"
+    READ_AUDIT = "read_audit"
+    OPERATE = "operate"  # dead letters, redrive, purge, manual rollback of infrastructure
+    INGEST_ALERTS = "ingest_alerts"
+    ROLLBACK = "rollback"
+
+
+_ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "admin": frozenset(Permission),
+    "writer": frozenset(
+        {Permission.WRITE_FLAGS, Permission.READ_FLAGS, Permission.EVALUATE, Permission.ROLLBACK}
+    ),
+    "reader": frozenset({Permission.READ_FLAGS, Permission.EVALUATE, Permission.READ_AUDIT}),
+    "ops": frozenset({Permission.READ_FLAGS, Permission.EVALUATE, Permission.OPERATE, Permission.ROLLBACK}),
+    "alerts": frozenset({Permission.INGEST_ALERTS}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's principal name (the actor of any event it causes) and role."""
+
+    name: str
+    role: str
+    key_id: str
+
+    def can(self, permission: Permission) -> bool:
+        return permission in _ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+class PrincipalLookup(Protocol):
+    async def __call__(self, secret: str) -> Principal | None: ...
+
+
+def parse_bearer(header: str | None) -> str:
+    """The key from an ``Authorization`` header, or a 401 saying precisely what is wrong."""
+    if header is None or not header.strip():
+        raise _unauthenticated("missing_credentials", "an Authorization: Bearer <api key> header is required")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise _unauthenticated(
+            "malformed_credentials", "use the Bearer scheme: Authorization: Bearer <api key>"
+        )
+    value = value.strip()
+    if not value or value.lower() in _PLACEHOLDERS:
+        raise _unauthenticated("missing_credentials", "the bearer token is empty or a placeholder")
+    if not _KEY_SHAPE.match(value):
+        raise _unauthenticated("malformed_credentials", "the bearer token is not a Flagstream API key")
+    return value
+
+
+def _unauthenticated(reason: str, message: str) -> ApiError:
+    from monitoring import metrics
+
+    metrics.record_auth_failure(reason)
+    error = ApiError(
+        401, "unauthenticated", message, details=[{"path": "headers.authorization", "message": reason}]
+    )
+    return error
+
+
+def authorise(principal: Principal, permission: Permission) -> None:
+    if not principal.can(permission):
+        from monitoring import metrics
+
+        metrics.record_auth_failure("forbidden")
+        raise ApiError(
+            403,
+            "forbidden",
+            f"role {principal.role!r} may not {permission.value.replace('_', ' ')}",
+        )
+
+
+class AuthCache:
+    """Positive-only TTL cache in front of the key store; unknown keys are always re-checked."""
+
+    def __init__(
+        self,
+        lookup: PrincipalLookup,
+        *,
+        ttl_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._lookup = lookup
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    async def authenticate(self, header: str | None) -> Principal:
+        secret = parse_bearer(header)
+        now = self._clock()
+        cached = self._entries.get(secret)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await self._lookup(secret)
+        if principal is None:
+            self._entries.pop(secret, None)
+            raise _unauthenticated("unknown_or_revoked_key", "the API key is unknown or revoked")
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[secret] = (now + self._ttl, principal)
+        return principal
+
+    def forget(self, secrets: Iterable[str] = ()) -> None:
+        for secret in secrets:
+            self._entries.pop(secret, None)
+        if not secrets:
+            self._entries.clear()

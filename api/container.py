@@ -1,0 +1,145 @@
+"""The API process's services, built once in the app's lifespan from :class:`Settings` (never at import)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from projections.reader import ReaderPool, ReadModelQueries
+from redis.asyncio import Redis
+
+from api.auth import AuthCache, Principal
+from core.commands import Command
+from core.envelope import SEGMENT_STREAM_PREFIX
+from core.errors import DomainError, VersionConflict
+from core.state import FlagState
+from events.db import apply_migrations, create_pool
+from events.keys import ApiKeyStore
+from events.service import CommandMeta, CommandOutcome, CommandService
+from events.store import PostgresEventStore
+from monitoring import metrics
+from projections.keys import Keyspace
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from runtime.settings import Settings
+
+__all__ = ["Container"]
+
+log = structlog.get_logger("api.container")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: PostgresEventStore
+    keys: ApiKeyStore
+    auth: AuthCache
+    commands: CommandService
+    redis: Redis
+    keyspace: Keyspace
+    queries: ReadModelQueries
+    readers: ReaderPool
+    started_at: float = field(default_factory=time.monotonic)
+    _extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Container:
+        await apply_migrations(settings.database_url)
+        pool = await create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        store = PostgresEventStore(pool)
+        keys = ApiKeyStore(pool)
+
+        async def lookup(secret: str) -> Principal | None:
+            found = await keys.authenticate(secret)
+            return None if found is None else Principal(found.name, str(found.role.value), found.key_id)
+
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=10,
+            retry_on_timeout=False,
+            decode_responses=False,
+        )
+        keyspace = Keyspace(settings.redis_namespace)
+        return cls(
+            settings=settings,
+            pool=pool,
+            store=store,
+            keys=keys,
+            auth=AuthCache(lookup, ttl_seconds=5.0),
+            commands=CommandService(store, clock=_utc_now, new_id=uuid.uuid4),
+            redis=redis,
+            keyspace=keyspace,
+            queries=ReadModelQueries(redis, keyspace),
+            readers=ReaderPool(redis, keyspace),
+        )
+
+    async def close(self) -> None:
+        await self.readers.close()
+        await self.redis.aclose()
+        await self.pool.close()
+
+    async def execute(self, command: Command, meta: CommandMeta) -> CommandOutcome:
+        started = time.perf_counter()
+        name = type(command).__name__
+        try:
+            outcome = await self.commands.execute(command, meta)
+        except Exception as e:
+            metrics.observe_command(name, _failure_outcome(e), time.perf_counter() - started)
+            raise
+        metrics.observe_command(
+            name, "replayed" if outcome.replayed else "accepted", time.perf_counter() - started
+        )
+        for event in outcome.events:
+            metrics.record_events_appended(event.type)
+        return outcome
+
+    async def wait_projected(self, stream: str, version: int, environment: str | None) -> bool:
+        """Until the read model shows ``version`` of ``stream`` (bounded by the configured timeout)."""
+        timeout = self.settings.wait_projected_timeout_seconds
+        if environment is not None and not stream.startswith(SEGMENT_STREAM_PREFIX):
+            reader = await self.readers.get(environment)
+            return await reader.wait_for_version(stream, version, timeout)
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while time.monotonic() < deadline:
+            if await self.queries.stream_version(stream) >= version:
+                return True
+            await asyncio.sleep(delay)  # polling a condition, bounded by the deadline
+            delay = min(delay * 2, 0.05)
+        return await self.queries.stream_version(stream) >= version
+
+    def breaker_report(self) -> dict[str, str]:
+        """``{"breaker:<name>": state}`` for every circuit breaker of this process."""
+        breakers = self._extras.get("breakers", {})
+        return {f"breaker:{name}": str(b.state) for name, b in breakers.items()}
+
+    async def flag_as_of(self, key: str, as_of: str, principal: Principal) -> FlagState | None:
+        from events.audit.asof import flag_state_as_of  # auditors' path, loaded on demand
+
+        return await flag_state_as_of(self, key, as_of, principal)
+
+
+def _failure_outcome(error: Exception) -> metrics.CommandOutcome:
+    if isinstance(error, VersionConflict):
+        return "conflict"
+    if isinstance(error, DomainError):
+        return "rejected"
+    if getattr(error, "retriable", False):
+        return "unavailable"
+    return "error"

@@ -1,0 +1,149 @@
+"""``flagstream run``: the whole platform in the foreground (``make run``).
+
+Starts the local stack (or uses DATABASE_URL / REDIS_URL / KAFKA_BOOTSTRAP_SERVERS), applies the
+migrations, creates the topics, mints an admin API key, then runs the API, the relay, the
+projector and the rollback worker as child processes. Ctrl-C (or SIGTERM) stops the children
+with SIGTERM (SIGKILL after a bound), then the stack; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+__all__ = ["register"]
+
+_WORKERS = ("workers.relay", "workers.projector", "workers.rollback")
+_STOP_GRACE_SECONDS = 15.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", help="Start the platform locally (API, relay, projector, rollback); Ctrl-C stops it.")(
+        run
+    )
+
+
+PortOption = Annotated[int, typer.Option(help="API port (0 = a free port).")]
+DataDirOption = Annotated[Path, typer.Option(help="Where the local servers keep their data.")]
+
+
+def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data/run")) -> None:
+    from runtime.devstack import Stack
+    from runtime.processes import find_free_port
+
+    typer.echo("flagstream: starting the local stack (tansu, redis-server, PostgreSQL)...", err=True)
+    stack = Stack.start(
+        data_dir,
+        durable=True,
+        database_url=os.environ.get("DATABASE_URL"),
+        redis_url=os.environ.get("REDIS_URL"),
+        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = {"flag": False}
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        env = {**os.environ, **stack.environment()}
+        api_port = port or find_free_port()
+        secret = asyncio.run(_prepare(stack.database_url, stack.kafka_bootstrap))
+        children.append(
+            _spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:create_app",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(api_port),
+                    "--no-access-log",
+                ],
+                env,
+            )
+        )
+        for module in _WORKERS:
+            if _module_exists(module):
+                children.append(_spawn([sys.executable, "-m", module], env))
+        typer.echo("")
+        typer.echo(
+            f"  Flagstream API   http://127.0.0.1:{api_port}   (OpenAPI: http://127.0.0.1:{api_port}/docs)"
+        )
+        typer.echo(f"  Admin API key    {secret}")
+        typer.echo(
+            f"  Try: curl -H 'Authorization: Bearer {secret}' http://127.0.0.1:{api_port}/api/v1/flags"
+        )
+        typer.echo("  Ctrl-C stops everything.")
+        typer.echo("")
+        while not stopping["flag"]:
+            for child in children:
+                if child.poll() is not None:
+                    typer.echo(
+                        f"flagstream: {' '.join(child.args[2:3])} exited with {child.returncode}; stopping",
+                        err=True,
+                    )
+                    stopping["flag"] = True
+            time.sleep(0.2)  # supervisor tick: waiting for a signal or a child to exit
+    finally:
+        _stop_children(children)
+        typer.echo("flagstream: stopping the local stack...", err=True)
+        stack.stop()
+        typer.echo("flagstream: stopped.", err=True)
+
+
+async def _prepare(database_url: str, bootstrap: str) -> str:
+    from events.db import apply_migrations, create_pool
+    from events.kafka import ensure_topics, flag_events_spec, metric_alerts_spec
+    from events.keys import ApiKeyStore
+    from runtime.settings import load_settings
+
+    await apply_migrations(database_url)
+    settings = load_settings(database_url=database_url, kafka_bootstrap_servers=bootstrap)
+    await ensure_topics(
+        bootstrap,
+        [flag_events_spec(settings.flag_events_topic), metric_alerts_spec(settings.metric_alerts_topic)],
+    )
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        _, secret = await ApiKeyStore(pool).create("local-admin", "admin")
+    finally:
+        await pool.close()
+    return secret
+
+
+def _module_exists(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_SECONDS
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

@@ -164,8 +164,9 @@ def verify_chain(events: Iterable[Event], *, flag_key: str | None = None) -> Cha
     """
     expected_version = 1
     expected_prev = GENESIS_HASH
+    key = flag_key
     for event in events:
-        key = flag_key or event.flag_key
+        key = key or event.flag_key  # the stream is the one named, or the first event's
         if event.flag_key != key:
             return ChainBreak(key, event.version, event.event_id, "wrong_stream",
                               f"event of stream {event.flag_key!r} in stream {key!r}")

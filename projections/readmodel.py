@@ -31,6 +31,7 @@ class ApplyOutcome(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # stored version >= event version: nothing but the checkpoint moved
     GAP = "gap"  # stored version < event version - 1: nothing changed, not even the checkpoint
+    BEHIND = "behind"  # the stored checkpoint is below the floor: the read model lost data
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Checkpoint:
     topic: str
     partition: int
     offset: int
+    floor: int | None = None  # the checkpoint the caller believes is stored (None: no check)
 
 
 def load_script(name: str) -> str:
@@ -127,6 +129,7 @@ class RedisReadModel:
             plan.version,
             plan.state_json,
             "" if checkpoint is None else checkpoint.offset + 1,
+            "" if checkpoint is None or checkpoint.floor is None else checkpoint.floor,
             len(plan.writes),
         ]
         for write in plan.writes:

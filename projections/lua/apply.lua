@@ -7,12 +7,14 @@
 -- ARGV[1]  version of the event
 -- ARGV[2]  the new state JSON (written only when the event is the next one)
 -- ARGV[3]  checkpoint value (Kafka offset + 1), or "" for none
--- ARGV[4]  number of writes n
--- ARGV[5+4(i-1)] .. ARGV[8+4(i-1)]: field, document ("" = delete), channel, environment ("" = none)
+-- ARGV[4]  checkpoint floor: the checkpoint the projector believes is stored ("" = no check)
+-- ARGV[5]  number of writes n
+-- ARGV[6+4(i-1)] .. ARGV[9+4(i-1)]: field, document ("" = delete), channel, environment ("" = none)
 --
 -- Returns {outcome, stored_version}: "applied" (stored == version - 1), "duplicate"
 -- (stored >= version: nothing but the checkpoint changes), "gap" (stored < version - 1: nothing
--- changes, not even the checkpoint).
+-- changes, not even the checkpoint), "behind" (the stored checkpoint is below the floor: the read
+-- model lost data, e.g. Redis was wiped; nothing changes and the projector must rewind).
 
 local stored = 0
 local raw = redis.call('GET', KEYS[1])
@@ -20,6 +22,13 @@ if raw then
   stored = tonumber(cjson.decode(raw)['version']) or 0
 end
 local version = tonumber(ARGV[1])
+
+if ARGV[4] ~= '' then
+  local stored_checkpoint = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if stored_checkpoint < tonumber(ARGV[4]) then
+    return {'behind', stored}
+  end
+end
 
 local function move_checkpoint()
   if ARGV[3] ~= '' then
@@ -42,11 +51,11 @@ if ARGV[2] == '' then
 end
 
 redis.call('SET', KEYS[1], ARGV[2])
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 for i = 1, n do
   local hash_key = KEYS[2 + 2 * i]
   local rev_key = KEYS[3 + 2 * i]
-  local base = 4 + 4 * (i - 1)
+  local base = 5 + 4 * (i - 1)
   local field, doc, channel, env = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
   if doc == '' then
     redis.call('HDEL', hash_key, field)

@@ -1,0 +1,237 @@
+"""The projector: a consumer group on the flag-events topic, applying records to the read model.
+
+- On assignment each partition is sought to the checkpoint stored in Redis (written atomically
+  with the projection), or to the beginning when Redis has none: a wiped Redis rebuilds itself.
+- Records are applied in order through the Lua compare-and-set; a duplicate or a replay changes
+  nothing. Kafka offsets are committed too, best effort, after Redis has the change (lag
+  visibility only: the Redis checkpoint is the truth).
+- Every apply carries a checkpoint *floor* (what the projector believes Redis holds); when Redis
+  answers "behind" (it lost data) the partition is rewound to Redis's checkpoint.
+- A record that cannot be parsed, is refused by the core, or follows a version gap raises
+  :class:`PoisonEvent` from :meth:`Projector._reject` — the hook of the dead-letter queue.
+- Redis unreachable: the partition is sought back to the failed record and
+  :class:`ReadModelUnavailable` is raised; :meth:`run` pauses and retries, committing nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+
+from core.envelope import Event
+from monitoring import metrics
+from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
+from projections.readmodel import ApplyOutcome, Checkpoint, RedisReadModel
+
+__all__ = ["DEFAULT_GROUP", "Projector"]
+
+DEFAULT_GROUP = "flagstream-projector"
+_log = structlog.get_logger("projections.projector")
+
+
+class _SeekOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, projector: Projector) -> None:
+        self._projector = projector
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        for tp in revoked:
+            self._projector._floors.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._projector._seek_to_checkpoints(list(assigned))
+
+
+class Projector:
+    """Projects one topic into one read model. Use :meth:`start` / :meth:`stop` around the loop."""
+
+    def __init__(
+        self,
+        read_model: RedisReadModel,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        group: str = DEFAULT_GROUP,
+        max_records: int = 500,
+        client_id: str = "flagstream-projector",
+    ) -> None:
+        self.read_model = read_model
+        self.topic = topic
+        self.group = group
+        self._max_records = max_records
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._floors: dict[TopicPartition, int] = {}
+        self._pending_seek: set[TopicPartition] = set()
+        self.applied = 0
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_SeekOnAssignment(self))
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self, stop: asyncio.Event, *, poll_timeout: float = 0.5) -> None:
+        """Process batches until ``stop`` is set; the batch in hand is finished first."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.process_batch(poll_timeout)
+                backoff = 0.1
+            except ReadModelUnavailable as e:
+                _log.warning("projector.redis_unavailable", error=str(e), retry_in_s=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def run_until(
+        self, predicate: Callable[[], Awaitable[bool]], within: float, *, poll_timeout: float = 0.2
+    ) -> None:
+        """Process batches until ``predicate()`` holds; ``TimeoutError`` after ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while not await predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"projector did not reach the condition within {within} s")
+            try:
+                await self.process_batch(poll_timeout)
+            except ReadModelUnavailable:
+                await asyncio.sleep(0.05)
+
+    async def process_batch(self, poll_timeout: float = 0.5) -> int:
+        """Fetch one batch and apply it, partition by partition, in offset order. Returns records handled."""
+        await self._resolve_pending_seeks()
+        batches = await self._consumer.getmany(
+            timeout_ms=int(poll_timeout * 1000), max_records=self._max_records
+        )
+        handled = 0
+        commits: dict[TopicPartition, int] = {}
+        try:
+            for tp, records in batches.items():
+                done = await self._apply_partition(tp, records)
+                if done:
+                    commits[tp] = done[-1].offset + 1
+                    handled += len(done)
+        finally:
+            await self._commit(commits)
+        return handled
+
+    async def _apply_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    ) -> list[Any]:
+        done: list[ConsumerRecord[Any, Any]] = []
+        for record in records:
+            event = self._parse(record)
+            checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
+            try:
+                result = await self.read_model.apply(event, checkpoint)
+            except ApplyRejected as e:
+                self._consumer.seek(tp, record.offset)
+                self._reject(record, "rejected", str(e), event, e)
+            except ReadModelUnavailable:
+                self._consumer.seek(tp, record.offset)
+                raise
+            if result.outcome is ApplyOutcome.BEHIND:
+                _log.warning("projector.read_model_behind", topic=tp.topic, partition=tp.partition,
+                             offset=record.offset)
+                await self._seek_to_checkpoints([tp])
+                return done
+            if result.outcome is ApplyOutcome.GAP:
+                self._consumer.seek(tp, record.offset)
+                self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
+            self._floors[tp] = record.offset + 1
+            done.append(record)
+            self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
+        return done
+
+    def _parse(self, record: ConsumerRecord[Any, Any]) -> Event:
+        try:
+            return Event.from_json(record.value)
+        except (ValidationError, ValueError, TypeError) as e:
+            tp = TopicPartition(record.topic, record.partition)
+            self._consumer.seek(tp, record.offset)
+            self._reject(record, "unparseable", str(e), None, e)
+
+    def _reject(
+        self,
+        record: ConsumerRecord[Any, Any],
+        kind: str,
+        message: str,
+        event: Event | None,
+        cause: BaseException | None,
+    ) -> NoReturn:
+        """The one place a record is declared poison (issue 4's dead-letter queue hooks in here)."""
+        _log.error("projector.poison_event", kind=kind, topic=record.topic, partition=record.partition,
+                   offset=record.offset, stream=event.flag_key if event else None,
+                   version=event.version if event else None, error=message)
+        raw = record.value if isinstance(record.value, bytes) else None
+        error = PoisonEvent(
+            f"{kind} record at {record.topic}[{record.partition}]@{record.offset}: {message}",
+            kind=kind, topic=record.topic, partition=record.partition, offset=record.offset,
+            stream_key=event.flag_key if event else None, version=event.version if event else None, raw=raw,
+        )
+        if cause is not None:
+            raise error from cause
+        raise error
+
+    async def _seek_to_checkpoints(self, partitions: list[TopicPartition]) -> None:
+        mine = [tp for tp in partitions if tp.topic == self.topic]
+        try:
+            for tp in mine:
+                stored = await self.read_model.checkpoint(self.group, tp.topic, tp.partition)
+                if stored is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, stored)
+                self._floors[tp] = stored or 0
+                self._pending_seek.discard(tp)
+                _log.info("projector.seek", topic=tp.topic, partition=tp.partition, offset=stored)
+        except ReadModelUnavailable as e:
+            _log.warning("projector.seek_deferred", error=str(e))
+            self._pending_seek.update(mine)
+            self._consumer.pause(*mine)
+
+    async def _resolve_pending_seeks(self) -> None:
+        if not self._pending_seek:
+            return
+        pending = [tp for tp in self._pending_seek if tp in self._consumer.assignment()]
+        self._pending_seek = set(pending)
+        await self._seek_to_checkpoints(pending)
+        if self._pending_seek:
+            raise ReadModelUnavailable("cannot read checkpoints from redis")
+        self._consumer.resume(*pending)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as e:  # lag visibility only: Redis holds the truth
+            _log.warning("projector.commit_failed", error=str(e))
+
+    def _observe(
+        self, event: Event, outcome: str, envs: tuple[str, ...], tp: TopicPartition, nxt: int
+    ) -> None:
+        if outcome == ApplyOutcome.APPLIED:
+            self.applied += 1
+        lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        for env in envs or ("-",):
+            metrics.record_events_projected(env, outcome)
+            if outcome == ApplyOutcome.APPLIED and env != "-":
+                metrics.set_projection_lag(env, lag)
+        metrics.set_projector_offset(tp.topic, tp.partition, nxt)

@@ -1,0 +1,63 @@
+"""As-of reconstruction at three instants equals the states the commands produced."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from events.audit import StreamSettings, environment_as_of, evaluate_as_of, flag_as_of
+from tests.integration.audit.support import T0, apply_commands, checkout_story, create_topic, produce
+
+pytestmark = pytest.mark.integration
+
+_INSTANTS = (T0 + timedelta(minutes=30), T0 + timedelta(minutes=90), T0 + timedelta(minutes=150))
+
+
+async def _topic_with_story(bootstrap: str, topic: str) -> list:  # type: ignore[type-arg]
+    events, states = apply_commands("new-checkout", checkout_story())
+    noise, _ = apply_commands("other-flag", checkout_story("other-flag"), start=T0 + timedelta(minutes=5))
+    await create_topic(bootstrap, topic)
+    await produce(bootstrap, topic, [e for pair in zip(events, noise, strict=True) for e in pair])
+    return states
+
+
+async def test_flag_as_of__three_instants__equal_the_states_then(kafka_bootstrap: str, unique_topic: str) -> None:
+    states = await _topic_with_story(kafka_bootstrap, unique_topic)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+
+    found = [await flag_as_of(settings, "new-checkout", instant) for instant in _INSTANTS]
+
+    assert found == states[:3]
+    assert (await flag_as_of(settings, "new-checkout", T0 - timedelta(seconds=1))).version == 0
+
+
+async def test_environment_as_of__three_instants__production_config_then(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    states = await _topic_with_story(kafka_bootstrap, unique_topic)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+
+    for instant, expected in zip(_INSTANTS, states, strict=False):
+        snapshot = await environment_as_of(settings, "production", instant)
+        got = snapshot.flags["new-checkout"]
+        assert expected.flag is not None and got.flag is not None
+        assert got.version == expected.version
+        assert got.flag.environments == {"production": expected.flag.environments["production"]}
+        assert got.env_versions == {"production": expected.env_versions["production"]}
+        assert set(snapshot.flags) == {"new-checkout", "other-flag"}
+
+
+async def test_evaluate_as_of__beta_user__sees_what_the_rules_served_then(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    await _topic_with_story(kafka_bootstrap, unique_topic)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+    context = {"key": "user-1", "plan": "beta"}
+
+    before = await evaluate_as_of(settings, "production", context, _INSTANTS[0], flags=["new-checkout"])
+    after = await evaluate_as_of(settings, "production", context, _INSTANTS[1], flags=["new-checkout"])
+
+    assert (before["new-checkout"].variation, before["new-checkout"].version) == ("off", 1)
+    assert (after["new-checkout"].variation, after["new-checkout"].rule_id) == ("on", "beta")
+    assert after["new-checkout"].version == 2

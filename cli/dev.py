@@ -32,7 +32,11 @@ DataDirOption = Annotated[
 @app.callback()
 def configure() -> None:
     """Send logs to stderr: stdout carries only the ``export`` lines and the status table."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=_print_to_stderr)
+
+
+def _print_to_stderr(*args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)  # looked up at each use: stderr may be swapped (tests)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -16,6 +16,7 @@ Across processes (``flagstream dev up|status|down``): :func:`write_state` record
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import json
@@ -72,10 +73,13 @@ class Stack:
         redis_url: str | None = None,
         kafka_bootstrap: str | None = None,
         ready_timeout: float = 30.0,
+        stop_at_exit: bool = False,
     ) -> Stack:
         """Start every server not given by URL, in parallel; on any failure stop the others and raise.
 
         ``durable=False`` turns PostgreSQL's fsync off (throw-away test instances only).
+        ``stop_at_exit=True`` also stops the servers when this interpreter exits without calling
+        :meth:`stop` (an interrupted test session); ``flagstream dev up`` leaves it off on purpose.
         """
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +99,7 @@ class Stack:
         assert kafka is None or isinstance(kafka, KafkaServer)
         assert redis_server is None or isinstance(redis_server, RedisServer)
         assert postgres is None or isinstance(postgres, PostgresServer)
-        return cls(
+        stack = cls(
             data_dir=data_dir,
             database_url=database_url or (postgres.url if postgres else ""),
             redis_url=redis_url or (redis_server.url if redis_server else ""),
@@ -105,6 +109,9 @@ class Stack:
             postgres=postgres,
             _scratch_dirs=scratch,
         )
+        if stop_at_exit:
+            atexit.register(stack._stop_quietly)
+        return stack
 
     @property
     def managed(self) -> list[ManagedServer]:
@@ -113,11 +120,18 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every managed server (in parallel) and verify none of their processes is left."""
+        atexit.unregister(self._stop_quietly)
         errors = _run_parallel({s.name: s.stop for s in self.managed})
         for folder in self._scratch_dirs:
             shutil.rmtree(folder, ignore_errors=True)
         if errors:
             raise StackError("could not stop: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except StackError as e:
+            log.error("devstack.stop_at_exit_failed", error=str(e))
 
     def environment(self) -> dict[str, str]:
         """The three URLs as the environment variables every Flagstream process reads."""

@@ -60,6 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
             database_url=external["DATABASE_URL"],
             redis_url=external["REDIS_URL"],
             kafka_bootstrap=external["KAFKA_BOOTSTRAP_SERVERS"],
+            stop_at_exit=True,
         )
     except StackError as e:  # the message holds the tail of the failing server's log
         pytest.fail(f"could not start the test servers:\n{e}", pytrace=False)
@@ -147,7 +148,7 @@ def managed_stack(stack: Stack | None) -> Stack:
 def private_stack(tmp_path: Path) -> Iterator[Stack]:
     """A whole stack for one test only: kill, restart and lose data without disturbing other tests."""
     try:
-        own = Stack.start(tmp_path / "devstack", durable=False)
+        own = Stack.start(tmp_path / "devstack", durable=False, stop_at_exit=True)
     except StackError as e:
         if any(_from_env(name) for name in _ENV_VARS):
             pytest.skip(f"no local servers available (external ones are configured): {e}")

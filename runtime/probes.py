@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import redis
 from aiokafka.client import AIOKafkaClient
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import redis
 import structlog
@@ -143,15 +143,18 @@ def test_stack__redis_restarted__same_port_and_empty(private_stack: Stack) -> No
     client.close()
 
 
-def test_stack__all_servers_external__starts_nothing(tmp_path: Path, stack: Stack | None) -> None:
-    urls = {"database_url": "postgresql://u@db:5432/x", "redis_url": "redis://r:6379/0"}
-
-    external = Stack.start(tmp_path, kafka_bootstrap="k:9092", **urls)
+def test_stack__all_servers_external__starts_nothing(tmp_path: Path) -> None:
+    external = Stack.start(
+        tmp_path,
+        database_url="postgresql://u@db:5432/x",
+        redis_url="redis://r:6379/0",
+        kafka_bootstrap="k:9092",
+    )
 
     assert external.managed == []
     assert external.environment() == {
-        "DATABASE_URL": urls["database_url"],
-        "REDIS_URL": urls["redis_url"],
+        "DATABASE_URL": "postgresql://u@db:5432/x",
+        "REDIS_URL": "redis://r:6379/0",
         "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
     }
     external.stop()

@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import structlog
 from structlog.contextvars import bind_contextvars, bound_contextvars, clear_contextvars
@@ -46,7 +46,7 @@ _EXEMPT_KEY_SUFFIX: Final = re.compile(r"(_id|_prefix)$", re.IGNORECASE)
 _TEXT_PATTERNS: Final = (
     (re.compile(r"\bfs_[A-Za-z0-9_\-]{16,}"), "fs_" + REDACTED),
     (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE), r"\1 " + REDACTED),
-    (re.compile(r"(://[^/\s:@]+:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+    (re.compile(r"(://[^/\s:@]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
 )
 # Third-party loggers that install their own handlers; they must propagate to ours instead.
 _FOREIGN_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "aiokafka", "asyncpg", "httpx")
@@ -62,7 +62,8 @@ def redact_text(text: str) -> str:
 def _is_sensitive_key(key: object) -> bool:
     if not isinstance(key, str):
         return False
-    return bool(_SENSITIVE_KEY.search(key)) and not _EXEMPT_KEY_SUFFIX.search(key)
+    normalised = key.replace("-", "_")
+    return bool(_SENSITIVE_KEY.search(normalised)) and not _EXEMPT_KEY_SUFFIX.search(normalised)
 
 
 def _redact_value(value: Any) -> Any:
@@ -98,21 +99,22 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: int | str = "INFO", json: bool = True) -> None:
-    """Route structlog and standard-library logging to stderr through one renderer:
-    JSON lines when ``json`` (production), coloured key/values otherwise (a terminal).
+def configure_logging(level: int | str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+    """Route structlog and standard-library logging to ``stream`` (default: stderr) through one
+    renderer: JSON lines when ``json`` (production), key/values otherwise (a terminal).
     Safe to call again (e.g. from tests): it replaces the previous configuration."""
+    out = sys.stderr if stream is None else stream
     shared = _shared_processors()
     renderer: Processor = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -30,8 +30,10 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "HISTOGRAM_NAMES",
     "METRIC_NAMES",
     "REGISTRY",
+    "SERIES_NAMES",
     "UNKNOWN_FLAG",
     "UNMATCHED_ROUTE",
     "BreakerState",
@@ -186,6 +188,11 @@ def _family_name(metric: Counter | Gauge | Histogram) -> str:
 
 METRIC_NAMES: Final[frozenset[str]] = frozenset(
     [f"{_family_name(m)}_total" for m in _COUNTERS] + [_family_name(m) for m in _OTHERS])
+HISTOGRAM_NAMES: Final[frozenset[str]] = frozenset(
+    _family_name(m) for m in _OTHERS if isinstance(m, Histogram))
+SERIES_NAMES: Final[frozenset[str]] = (METRIC_NAMES - HISTOGRAM_NAMES) | frozenset(
+    name + suffix for name in HISTOGRAM_NAMES for suffix in ("_bucket", "_sum", "_count"))
+"""Every sample name a PromQL query may select (a histogram ``x`` as ``x_bucket``/``x_sum``/``x_count``)."""
 _dead_letter_classes: dict[str, set[str]] = {}
 
 

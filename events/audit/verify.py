@@ -149,18 +149,18 @@ async def _scan_postgres(conn: asyncpg.Connection, settings: StreamSettings, sid
             flag_key, version = row["flag_key"], row["version"]
             if flag_key != current:
                 if last_row is not None:
-                    await _close_stream(conn, settings, side, report, *last_row)
+                    await _close_stream(side, report, *last_row)
                 current = flag_key
                 seen.add(flag_key)
             last_row = (flag_key, version)
             fields = parse_fields(row["body"])
             _check_row(pg, fields, row, report)
-            _compare_row(side, flag_key, version, row["hash"], report)
+            await _compare_row(conn, settings, side, flag_key, version, row["hash"], report)
             report.postgres_rows += 1
             if progress is not None and report.postgres_rows % every == 0:
                 progress("postgres", report.postgres_rows)
     if last_row is not None:
-        await _close_stream(conn, settings, side, report, *last_row)
+        await _close_stream(side, report, *last_row)
 
 
 def _check_row(pg: ChainTracker, fields: dict[str, Any] | None, row: asyncpg.Record,
@@ -176,34 +176,28 @@ def _check_row(pg: ChainTracker, fields: dict[str, Any] | None, row: asyncpg.Rec
         report.record(_from_break("postgres", result.breach))
 
 
-def _compare_row(side: _KafkaSide, flag_key: str, version: int, pg_hash: str, report: VerifyReport) -> None:
+async def _compare_row(conn: asyncpg.Connection, settings: StreamSettings, side: _KafkaSide,
+                       flag_key: str, version: int, pg_hash: str, report: VerifyReport) -> None:
+    """One Postgres row against the Kafka side's last ``(version, hash)`` of its stream."""
     kafka_last = side.tracker.last.get(flag_key)
     if kafka_last is None:
         return  # reported once per stream after the scan
-    kafka_version, _ = kafka_last
-    if version == kafka_version + 1:
+    kafka_version, kafka_hash = kafka_last
+    if version == kafka_version and pg_hash != kafka_hash:
+        report.record(await locate_divergence(conn, settings, flag_key, kafka_version,
+                                              side.partition_of.get(flag_key)))
+    elif version == kafka_version + 1:
         report.record(Discrepancy("compare", flag_key, version, "missing_in_kafka",
                                   f"Postgres has version {version}, Kafka stops at {kafka_version}"))
 
 
-async def _close_stream(conn: asyncpg.Connection, settings: StreamSettings, side: _KafkaSide,
-                        report: VerifyReport, flag_key: str, pg_version: int) -> None:
-    """At the end of one stream in Postgres: compare the hash at the common last version."""
+async def _close_stream(side: _KafkaSide, report: VerifyReport, flag_key: str, pg_version: int) -> None:
+    """At the end of one stream in Postgres: Kafka must not hold versions Postgres lacks."""
     kafka_last = side.tracker.last.get(flag_key)
-    if kafka_last is None:
-        return
-    kafka_version, kafka_hash = kafka_last
-    if pg_version < kafka_version:
+    if kafka_last is not None and pg_version < kafka_last[0]:
         report.record(Discrepancy("compare", flag_key, pg_version + 1, "missing_in_postgres",
-                                  f"Kafka has versions up to {kafka_version}, "
+                                  f"Kafka has versions up to {kafka_last[0]}, "
                                   f"Postgres stops at {pg_version}"))
-        return  # the common prefix cannot be proven equal from the last hash alone; already reported
-    pg_hash = await conn.fetchval("SELECT hash FROM events WHERE flag_key = $1 AND version = $2",
-                                  flag_key, kafka_version)
-    if pg_hash == kafka_hash:
-        return
-    report.record(await locate_divergence(conn, settings, flag_key, kafka_version,
-                                          side.partition_of.get(flag_key)))
 
 
 async def _confirm_duplicates(conn: asyncpg.Connection, side: _KafkaSide, report: VerifyReport) -> None:

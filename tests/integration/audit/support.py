@@ -26,18 +26,32 @@ def checkout_flag(key: str = "new-checkout") -> Flag:
     return Flag(key=key, variations=on_off, environments={"production": config, "staging": config})
 
 
-def apply_commands(key: str, commands: Sequence[FlagCommand], *, start: datetime = T0,
-                   step: timedelta = timedelta(hours=1), actor: str = "alice") -> tuple[list[Event], list[FlagState]]:
+def apply_commands(
+    key: str,
+    commands: Sequence[FlagCommand],
+    *,
+    start: datetime = T0,
+    step: timedelta = timedelta(hours=1),
+    actor: str = "alice",
+) -> tuple[list[Event], list[FlagState]]:
     """Decide and seal each command in turn: the events and the state after each of them."""
     state = FlagState(key=key)
     events: list[Event] = []
     states: list[FlagState] = []
     for index, command in enumerate(commands):
         for draft in decide(state, command, Catalog()):
-            event = seal(draft, event_id=uuid.uuid4(), flag_key=key, version=state.version + 1,
-                         prev_hash=state.last_hash, occurred_at=start + step * index, actor=actor,
-                         reason=command.reason, correlation_id=f"corr-{index}",
-                         causation_id="alert-1" if isinstance(command, RollBackEnvironment) else None)
+            event = seal(
+                draft,
+                event_id=uuid.uuid4(),
+                flag_key=key,
+                version=state.version + 1,
+                prev_hash=state.last_hash,
+                occurred_at=start + step * index,
+                actor=actor,
+                reason=command.reason,
+                correlation_id=f"corr-{index}",
+                causation_id="alert-1" if isinstance(command, RollBackEnvironment) else None,
+            )
             state = evolve(state, event)
             events.append(event)
         states.append(state)
@@ -47,17 +61,32 @@ def apply_commands(key: str, commands: Sequence[FlagCommand], *, start: datetime
 def checkout_story(key: str = "new-checkout") -> list[FlagCommand]:
     """create -> rules change -> rollout change -> rollback (to the state after the rules change)."""
     flag = checkout_flag(key)
-    beta = Rule(id="beta", when=Clause(attribute="plan", op=Operator.IN, values=("beta",)),
-                serve=Serve(variation="on"))
+    beta = Rule(
+        id="beta",
+        when=Clause(attribute="plan", op=Operator.IN, values=("beta",)),
+        serve=Serve(variation="on"),
+    )
     rules_config = flag.environments["production"].model_copy(update={"rules": (beta,)})
     return [
         CreateFlag(flag_key=key, flag=flag, reason="launch"),
         SetRules(flag_key=key, environment="production", rules=(beta,), reason="beta users first"),
-        SetRollout(flag_key=key, environment="production", rollout=(
-            WeightedVariation(variation="on", weight=50), WeightedVariation(variation="off", weight=50)),
-            reason="half of everyone"),
-        RollBackEnvironment(flag_key=key, environment="production", to_version=2, restored_config=rules_config,
-                            undone_versions=(3,), reason="error rate alert"),
+        SetRollout(
+            flag_key=key,
+            environment="production",
+            rollout=(
+                WeightedVariation(variation="on", weight=50),
+                WeightedVariation(variation="off", weight=50),
+            ),
+            reason="half of everyone",
+        ),
+        RollBackEnvironment(
+            flag_key=key,
+            environment="production",
+            to_version=2,
+            restored_config=rules_config,
+            undone_versions=(3,),
+            reason="error rate alert",
+        ),
     ]
 
 
@@ -88,10 +117,22 @@ async def store(database_url: str, events: Iterable[Event]) -> None:
     conn = await connect(database_url)
     try:
         await conn.executemany(
-            "INSERT INTO events (event_id, flag_key, version, type, environment, occurred_at, actor, hash, body)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [(e.event_id, e.flag_key, e.version, e.type, e.environment, e.occurred_at, e.actor, e.hash,
-              e.to_json()) for e in events],
+            "INSERT INTO events (event_id, flag_key, version, type, environment, occurred_at, actor, hash,"
+            " body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            [
+                (
+                    e.event_id,
+                    e.flag_key,
+                    e.version,
+                    e.type,
+                    e.environment,
+                    e.occurred_at,
+                    e.actor,
+                    e.hash,
+                    e.to_json(),
+                )
+                for e in events
+            ],
         )
     finally:
         await conn.close()

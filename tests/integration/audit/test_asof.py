@@ -22,7 +22,9 @@ async def _topic_with_story(bootstrap: str, topic: str) -> list:  # type: ignore
     return states
 
 
-async def test_flag_as_of__three_instants__equal_the_states_then(kafka_bootstrap: str, unique_topic: str) -> None:
+async def test_flag_as_of__three_instants__equal_the_states_then(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
     states = await _topic_with_story(kafka_bootstrap, unique_topic)
     settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
 

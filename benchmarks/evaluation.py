@@ -28,8 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.evaluation import compile_environment, compile_flag, evaluate  # noqa: E402
-from core.model import Flag, Segment  # noqa: E402
+from core.evaluation import compile_environment, compile_flag, evaluate
+from core.model import Flag, Segment
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 COUNTRIES = ("US", "CA", "GB", "FR", "DE", "JP", "BR", "IN")
@@ -49,7 +49,10 @@ def make_flag_a(key: str = "checkout-v2") -> Flag:
                             "id": "north-america",
                             "when": {"attribute": "country", "op": "in", "values": ["US", "CA"]},
                             "serve": {
-                                "rollout": [{"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]
+                                "rollout": [
+                                    {"variation": "on", "weight": 50},
+                                    {"variation": "off", "weight": 50},
+                                ]
                             },
                         }
                     ],
@@ -88,7 +91,12 @@ def make_flag_b(key: str = "pricing-page") -> Flag:
         {
             "key": key,
             "environments": {
-                ENV: {"enabled": True, "off_variation": "off", "rules": rules, "default": {"variation": "off"}}
+                ENV: {
+                    "enabled": True,
+                    "off_variation": "off",
+                    "rules": rules,
+                    "default": {"variation": "off"},
+                }
             },
         }
     )
@@ -198,7 +206,9 @@ def bench_all(flags: list[Flag], contexts: list[dict[str, Any]], target: float) 
     rate = measure_throughput(call, contexts)
     p50, p99 = measure_latency(call, contexts)
     ok = "ok" if rate >= target else "MISSED"
-    return row(f"(c) evaluate_all, {len(flags)} flags", rate, "contexts/s", p50, p99, f">= {target:,.0f} {ok}")
+    return row(
+        f"(c) evaluate_all, {len(flags)} flags", rate, "contexts/s", p50, p99, f">= {target:,.0f} {ok}"
+    )
 
 
 def mixed_flags(count: int) -> list[Flag]:

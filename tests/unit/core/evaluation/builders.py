@@ -32,7 +32,9 @@ def compile_env(
 
 def rule_flag(when: dict[str, Any], *, segments: dict[str, Segment] | None = None) -> CompiledFlag:
     """A flag serving ``on`` when ``when`` matches, ``off`` by default."""
-    return compile_env({"rules": [{"id": "r", "when": when, "serve": {"variation": "on"}}]}, segments=segments)
+    return compile_env(
+        {"rules": [{"id": "r", "when": when, "serve": {"variation": "on"}}]}, segments=segments
+    )
 
 
 def clause(attribute: str, op: str, *values: Any, ci: bool = False) -> dict[str, Any]:

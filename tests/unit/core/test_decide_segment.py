@@ -26,7 +26,7 @@ BETA = Segment.model_validate({"key": "beta", "when": {"attribute": "plan", "op"
 
 def created() -> SegmentStream:
     stream = SegmentStream("beta")
-    stream.run(CreateSegment(segment=BETA, expected_version=0))
+    stream.run(CreateSegment(segment_key="beta", segment=BETA, expected_version=0))
     return stream
 
 
@@ -39,25 +39,28 @@ def test_create_segment__new_key__emits_segment_created_in_segment_stream() -> N
 
 def test_create_segment__existing__raises_segment_exists() -> None:
     with pytest.raises(SegmentExists) as caught:
-        created().run(CreateSegment(segment=BETA))
+        created().run(CreateSegment(segment_key="beta", segment=BETA))
     assert (caught.value.code, caught.value.http_status) == ("segment_exists", 409)
 
 
 def test_create_segment__stale_version__raises_version_conflict() -> None:
     with pytest.raises(VersionConflict):
-        SegmentStream("beta").run(CreateSegment(segment=BETA, expected_version=1))
+        SegmentStream("beta").run(CreateSegment(segment_key="beta", segment=BETA, expected_version=1))
 
 
 def test_create_segment__archived__raises_invalid_command() -> None:
     with pytest.raises(InvalidCommand):
-        SegmentStream("beta").run(CreateSegment(segment=BETA.model_copy(update={"archived": True})))
+        SegmentStream("beta").run(
+            CreateSegment(segment_key="beta", segment=BETA.model_copy(update={"archived": True}))
+        )
 
 
 def test_create_segment__contains_itself__raises_invalid_configuration() -> None:
-    segment = Segment.model_validate({"key": "beta", "when": {"attribute": "x", "op": "in_segment",
-                                                              "values": ["beta"]}})
+    segment = Segment.model_validate(
+        {"key": "beta", "when": {"attribute": "x", "op": "in_segment", "values": ["beta"]}}
+    )
     with pytest.raises(InvalidConfiguration) as caught:
-        SegmentStream("beta").run(CreateSegment(segment=segment))
+        SegmentStream("beta").run(CreateSegment(segment_key="beta", segment=segment))
     assert caught.value.details == [{"path": "when.values[0]", "message": "a segment cannot contain itself"}]
 
 
@@ -74,12 +77,15 @@ def test_update_segment__absent__raises_segment_not_found() -> None:
 
 def test_update_segment__new_condition__emits_segment_updated_with_diff() -> None:
     stream = created()
-    new = Segment.model_validate({"key": "beta", "when": {"attribute": "plan", "op": "eq", "values": ["team"]}})
+    new = Segment.model_validate(
+        {"key": "beta", "when": {"attribute": "plan", "op": "eq", "values": ["team"]}}
+    )
     [event] = stream.run(UpdateSegment(segment_key="beta", segment=new, expected_version=1))
     payload = read_payload(event)
     assert event.type == EventType.SEGMENT_UPDATED
     assert [c.model_dump() for c in payload.diff] == [  # type: ignore[attr-defined]
-        {"path": "when.values[0]", "before": "pro", "after": "team"}]
+        {"path": "when.values[0]", "before": "pro", "after": "team"}
+    ]
     assert stream.state.segment == new
 
 

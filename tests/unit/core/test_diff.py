@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import JsonValue
+
 from core.diff import Change, diff, join_path
 
 
@@ -10,13 +12,21 @@ def as_tuples(changes: list[Change]) -> list[tuple[str, object, object]]:
 
 
 def test_diff__equal_documents__is_empty() -> None:
-    doc = {"enabled": True, "rules": [{"id": "a"}]}
+    doc: JsonValue = {"enabled": True, "rules": [{"id": "a"}]}
     assert diff(doc, {"enabled": True, "rules": [{"id": "a"}]}) == []
 
 
 def test_diff__nested_weight_change__names_full_path() -> None:
-    before = {"rules": [{"serve": {"rollout": [{"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]}}]}
-    after = {"rules": [{"serve": {"rollout": [{"variation": "on", "weight": 80}, {"variation": "off", "weight": 20}]}}]}
+    before: JsonValue = {
+        "rules": [
+            {"serve": {"rollout": [{"variation": "on", "weight": 50}, {"variation": "off", "weight": 50}]}}
+        ]
+    }
+    after: JsonValue = {
+        "rules": [
+            {"serve": {"rollout": [{"variation": "on", "weight": 80}, {"variation": "off", "weight": 20}]}}
+        ]
+    }
     assert as_tuples(diff(before, after)) == [
         ("rules[0].serve.rollout[0].weight", 50, 80),
         ("rules[0].serve.rollout[1].weight", 50, 20),
@@ -25,7 +35,10 @@ def test_diff__nested_weight_change__names_full_path() -> None:
 
 def test_diff__keys_added_and_removed__reported_in_sorted_key_order() -> None:
     assert as_tuples(diff({"b": 1, "a": 1}, {"c": {"x": 1}, "a": 2})) == [
-        ("a", 1, 2), ("b", 1, None), ("c", None, {"x": 1})]
+        ("a", 1, 2),
+        ("b", 1, None),
+        ("c", None, {"x": 1}),
+    ]
 
 
 def test_diff__list_grows_and_shrinks__extra_items_reported_whole_by_index() -> None:
@@ -41,7 +54,8 @@ def test_diff__same_value_different_json_type__is_a_change() -> None:
 
 def test_diff__key_that_is_not_an_identifier__is_quoted() -> None:
     assert as_tuples(diff({"labels": {"team.name": "a"}}, {"labels": {"team.name": "b"}})) == [
-        ('labels["team.name"]', "a", "b")]
+        ('labels["team.name"]', "a", "b")
+    ]
     assert join_path("", "1st") == '["1st"]'
     assert join_path("", "plain") == "plain"
     assert join_path("x", 3) == "x[3]"

@@ -16,8 +16,12 @@ def chain(length: int, stream: str = "f") -> list[Event]:
     events: list[Event] = []
     prev = GENESIS_HASH
     for version in range(1, length + 1):
-        event = seal_next(EventDraft(type="FlagEnabled", environment="production", payload={"n": version}),
-                          stream, version, prev)
+        event = seal_next(
+            EventDraft(type="FlagEnabled", environment="production", payload={"n": version}),
+            stream,
+            version,
+            prev,
+        )
         events.append(event)
         prev = event.hash
     return events
@@ -82,8 +86,15 @@ def test_to_json__sealed_event__round_trips_and_stays_intact() -> None:
 
 def test_seal__non_utc_instant__is_normalised_to_utc() -> None:
     paris = timezone(timedelta(hours=1))
-    event = seal(EventDraft(type="FlagArchived"), event_id=UUID(int=1), flag_key="f", version=1,
-                 prev_hash=GENESIS_HASH, occurred_at=datetime(2026, 1, 1, 1, tzinfo=paris), actor="a")
+    event = seal(
+        EventDraft(type="FlagArchived"),
+        event_id=UUID(int=1),
+        flag_key="f",
+        version=1,
+        prev_hash=GENESIS_HASH,
+        occurred_at=datetime(2026, 1, 1, 1, tzinfo=paris),
+        actor="a",
+    )
     assert event.occurred_at == T0 and event.is_intact()
 
 

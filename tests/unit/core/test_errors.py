@@ -21,7 +21,9 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize(("error_type", "expected"), EXPECTED.items(), ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize(
+    ("error_type", "expected"), EXPECTED.items(), ids=lambda v: getattr(v, "__name__", "")
+)
 def test_domain_error__class__has_stable_code_and_status(
     error_type: type[DomainError], expected: tuple[str, int]
 ) -> None:
@@ -37,9 +39,13 @@ def test_codes__every_error_class__is_unique() -> None:
 
 
 def test_to_dict__details__stable_json_body() -> None:
-    error = InvalidConfiguration("bad", details=[{"path": "rules[0].serve.rollout[1].variation", "message": "x"}])
+    error = InvalidConfiguration(
+        "bad", details=[{"path": "rules[0].serve.rollout[1].variation", "message": "x"}]
+    )
     assert error.to_dict() == {
-        "code": "invalid_configuration", "message": "bad", "retriable": False,
+        "code": "invalid_configuration",
+        "message": "bad",
+        "retriable": False,
         "details": [{"path": "rules[0].serve.rollout[1].variation", "message": "x"}],
     }
     assert str(error) == "bad"
@@ -54,8 +60,12 @@ def test_version_conflict__carries_expected_and_current_version() -> None:
 
 
 def test_unreadable_events__never_retriable_and_server_side() -> None:
-    for error_type in (errors.UnknownEventType, errors.UnsupportedSchemaVersion, errors.MalformedEvent,
-                       errors.EventOutOfOrder):
+    for error_type in (
+        errors.UnknownEventType,
+        errors.UnsupportedSchemaVersion,
+        errors.MalformedEvent,
+        errors.EventOutOfOrder,
+    ):
         assert issubclass(error_type, UnreadableEvent)
         assert not error_type.retriable and error_type.http_status == 500
 

@@ -24,7 +24,7 @@ CONFIG = EnvironmentConfig.model_validate({"default": {"variation": "off"}})
 
 def created(flag: Flag | None = None) -> FlagStream:
     stream = FlagStream("f")
-    stream.run(CreateFlag(flag=flag or Flag(key="f")))
+    stream.run(CreateFlag(flag_key="f", flag=flag or Flag(key="f")))
     return stream
 
 
@@ -32,8 +32,14 @@ def test_evolve__flag_created__sets_version_hash_time_and_env_versions() -> None
     flag = Flag.model_validate({"key": "f", "environments": {"production": {}, "staging": {}}})
     stream = created(flag)
     [event] = stream.events
-    assert stream.state == FlagState(key="f", version=1, last_hash=event.hash, flag=flag,
-                                     env_versions={"production": 1, "staging": 1}, updated_at=event.occurred_at)
+    assert stream.state == FlagState(
+        key="f",
+        version=1,
+        last_hash=event.hash,
+        flag=flag,
+        env_versions={"production": 1, "staging": 1},
+        updated_at=event.occurred_at,
+    )
 
 
 def test_evolve__environment_event__updates_only_that_environment_version() -> None:
@@ -60,8 +66,12 @@ def test_evolve__event_of_unknown_type__raises_unknown_event_type() -> None:
 
 def test_evolve__skipped_version__raises_event_out_of_order() -> None:
     stream = created()
-    event = seal_next(to_draft(EnvironmentConfiguredPayload(config=CONFIG), environment="production"), "f", 3,
-                      stream.state.last_hash)
+    event = seal_next(
+        to_draft(EnvironmentConfiguredPayload(config=CONFIG), environment="production"),
+        "f",
+        3,
+        stream.state.last_hash,
+    )
     with pytest.raises(EventOutOfOrder):
         evolve(stream.state, event)
 
@@ -80,8 +90,9 @@ def test_evolve__created_twice__raises_malformed_event() -> None:
 
 
 def test_evolve__change_to_absent_flag__raises_malformed_event() -> None:
-    event = seal_next(to_draft(EnvironmentConfiguredPayload(config=CONFIG), environment="production"), "f", 1,
-                      GENESIS_HASH)
+    event = seal_next(
+        to_draft(EnvironmentConfiguredPayload(config=CONFIG), environment="production"), "f", 1, GENESIS_HASH
+    )
     with pytest.raises(MalformedEvent, match="does not exist"):
         evolve(FlagState(key="f"), event)
 
@@ -116,7 +127,9 @@ def test_evolve_segment__flag_event_in_segment_stream__raises_malformed_event() 
 def test_evolve_segment__created_twice_or_changed_while_absent__raises_malformed_event() -> None:
     first = seal_next(to_draft(SegmentCreatedPayload(segment=Segment(key="s"))), "segment:s", 1, GENESIS_HASH)
     state = evolve_segment(SegmentState(key="s"), first)
-    again = seal_next(to_draft(SegmentCreatedPayload(segment=Segment(key="s"))), "segment:s", 2, state.last_hash)
+    again = seal_next(
+        to_draft(SegmentCreatedPayload(segment=Segment(key="s"))), "segment:s", 2, state.last_hash
+    )
     with pytest.raises(MalformedEvent):
         evolve_segment(state, again)
     archived = seal_next(to_draft(SegmentArchivedPayload()), "segment:s", 1, GENESIS_HASH)
@@ -131,8 +144,24 @@ def test_replay__no_events__needs_a_key() -> None:
 
 
 def test_flag_state__json_round_trip__is_identical() -> None:
-    stream = created(Flag.model_validate({"key": "f", "environments": {"production": {"rules": [
-        {"id": "r", "when": {"not": {"attribute": "a", "op": "exists"}}, "serve": {"variation": "on"}}]}}}))
+    stream = created(
+        Flag.model_validate(
+            {
+                "key": "f",
+                "environments": {
+                    "production": {
+                        "rules": [
+                            {
+                                "id": "r",
+                                "when": {"not": {"attribute": "a", "op": "exists"}},
+                                "serve": {"variation": "on"},
+                            }
+                        ]
+                    }
+                },
+            }
+        )
+    )
     state = stream.state
     assert FlagState.model_validate_json(state.model_dump_json(by_alias=True)) == state
     assert state.exists and state.stream == "f"

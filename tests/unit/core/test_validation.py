@@ -22,8 +22,12 @@ from core.validation import (
 FLAG = Flag(key="checkout")
 
 
-def issues_of(config: dict[str, Any], catalog: Catalog | None = None, flag: Flag = FLAG) -> list[dict[str, str]]:
-    return validate_environment(flag, "production", EnvironmentConfig.model_validate(config), catalog or Catalog())
+def issues_of(
+    config: dict[str, Any], catalog: Catalog | None = None, flag: Flag = FLAG
+) -> list[dict[str, str]]:
+    return validate_environment(
+        flag, "production", EnvironmentConfig.model_validate(config), catalog or Catalog()
+    )
 
 
 def paths_of(config: dict[str, Any], catalog: Catalog | None = None) -> list[str]:
@@ -31,26 +35,48 @@ def paths_of(config: dict[str, Any], catalog: Catalog | None = None) -> list[str
 
 
 def test_validate__valid_config__reports_nothing() -> None:
-    config = {"enabled": True, "off_variation": "off", "targets": [{"variation": "on", "values": ["u1"]}],
-              "rules": [{"id": "r", "when": {"attribute": "a", "op": "in_segment", "values": ["beta"]},
-                         "serve": {"variation": "on"}}],
-              "default": {"rollout": [{"variation": "on", "weight": 1}, {"variation": "off", "weight": 1}]}}
+    config = {
+        "enabled": True,
+        "off_variation": "off",
+        "targets": [{"variation": "on", "values": ["u1"]}],
+        "rules": [
+            {
+                "id": "r",
+                "when": {"attribute": "a", "op": "in_segment", "values": ["beta"]},
+                "serve": {"variation": "on"},
+            }
+        ],
+        "default": {"rollout": [{"variation": "on", "weight": 1}, {"variation": "off", "weight": 1}]},
+    }
     assert issues_of(config, Catalog(segment_keys=frozenset({"beta"}))) == []
 
 
 def test_validate__unknown_variations_everywhere__reports_every_path() -> None:
-    config = {"off_variation": "x1", "targets": [{"variation": "x2", "values": ["u1"]}],
-              "rules": [{"id": "r", "serve": {"variation": "x3"}},
-                        {"id": "s", "serve": {"rollout": [{"variation": "on", "weight": 1},
-                                                          {"variation": "x4", "weight": 1}]}}],
-              "default": {"rollout": [{"variation": "x5", "weight": 1}]}}
-    assert paths_of(config) == ["off_variation", "targets[0].variation", "rules[0].serve.variation",
-                                "rules[1].serve.rollout[1].variation", "default.rollout[0].variation"]
+    config = {
+        "off_variation": "x1",
+        "targets": [{"variation": "x2", "values": ["u1"]}],
+        "rules": [
+            {"id": "r", "serve": {"variation": "x3"}},
+            {
+                "id": "s",
+                "serve": {"rollout": [{"variation": "on", "weight": 1}, {"variation": "x4", "weight": 1}]},
+            },
+        ],
+        "default": {"rollout": [{"variation": "x5", "weight": 1}]},
+    }
+    assert paths_of(config) == [
+        "off_variation",
+        "targets[0].variation",
+        "rules[0].serve.variation",
+        "rules[1].serve.rollout[1].variation",
+        "default.rollout[0].variation",
+    ]
 
 
 def test_validate__enabled_without_default__reports_default() -> None:
     assert issues_of({"enabled": True}) == [
-        {"path": "default", "message": "a default serve is required when the environment is enabled"}]
+        {"path": "default", "message": "a default serve is required when the environment is enabled"}
+    ]
 
 
 def test_validate__disabled_without_default__is_valid() -> None:
@@ -58,28 +84,45 @@ def test_validate__disabled_without_default__is_valid() -> None:
 
 
 def test_validate__duplicate_target_keys_and_variations__reports_each_repeat() -> None:
-    config = {"targets": [{"variation": "on", "values": ["u1", "u2", "u1"]},
-                          {"variation": "off", "values": ["u2"]},
-                          {"variation": "on", "values": ["u3"]}]}
+    config = {
+        "targets": [
+            {"variation": "on", "values": ["u1", "u2", "u1"]},
+            {"variation": "off", "values": ["u2"]},
+            {"variation": "on", "values": ["u3"]},
+        ]
+    }
     issues = issues_of(config)
-    assert [i["path"] for i in issues] == ["targets[0].values[2]", "targets[1].values[0]", "targets[2].variation"]
+    assert [i["path"] for i in issues] == [
+        "targets[0].values[2]",
+        "targets[1].values[0]",
+        "targets[2].variation",
+    ]
     assert issues[1]["message"] == "context key 'u2' is already targeted at targets[0].values[1]"
 
 
 def test_validate__unknown_segment_in_nested_condition__reports_clause_value_path() -> None:
-    when = {"all": [{"attribute": "a", "op": "eq", "values": [1]},
-                    {"any": [{"not": {"attribute": "b", "op": "in_segment", "values": ["known", "gone"]}}]}]}
+    when = {
+        "all": [
+            {"attribute": "a", "op": "eq", "values": [1]},
+            {"any": [{"not": {"attribute": "b", "op": "in_segment", "values": ["known", "gone"]}}]},
+        ]
+    }
     config = {"rules": [{"id": "r", "when": when, "serve": {"variation": "on"}}]}
     assert paths_of(config, Catalog(segment_keys=frozenset({"known"}))) == [
-        "rules[0].when.all[1].any[0].not.values[1]"]
+        "rules[0].when.all[1].any[0].not.values[1]"
+    ]
 
 
 def test_validate__prerequisite_problems__reports_flag_and_variation_paths() -> None:
     catalog = Catalog(flag_variations={"login": frozenset({"on", "off"})})
-    config = {"prerequisites": [{"flag": "checkout", "variation": "on"},
-                                {"flag": "nope", "variation": "on"},
-                                {"flag": "login", "variation": "maybe"},
-                                {"flag": "login", "variation": "on"}]}
+    config = {
+        "prerequisites": [
+            {"flag": "checkout", "variation": "on"},
+            {"flag": "nope", "variation": "on"},
+            {"flag": "login", "variation": "maybe"},
+            {"flag": "login", "variation": "on"},
+        ]
+    }
     issues = issues_of(config, catalog)
     assert [(i["path"], i["message"]) for i in issues] == [
         ("prerequisites[0].flag", "a flag cannot be its own prerequisite"),
@@ -92,16 +135,25 @@ def test_validate__prerequisite_problems__reports_flag_and_variation_paths() -> 
 def test_validate__prerequisite_cycle_through_other_flags__reports_the_cycle() -> None:
     catalog = Catalog(
         flag_variations={"a": frozenset({"on"}), "b": frozenset({"on"}), "c": frozenset({"on"})},
-        prerequisites={"production": {"a": frozenset({"b"}), "b": frozenset({"c", "checkout"}),
-                                      "c": frozenset(), "checkout": frozenset()}},
+        prerequisites={
+            "production": {
+                "a": frozenset({"b"}),
+                "b": frozenset({"c", "checkout"}),
+                "c": frozenset(),
+                "checkout": frozenset(),
+            }
+        },
     )
     issues = issues_of({"prerequisites": [{"flag": "a", "variation": "on"}]}, catalog)
-    assert issues == [{"path": "prerequisites[0].flag", "message": "prerequisite cycle: checkout -> a -> b -> checkout"}]
+    assert issues == [
+        {"path": "prerequisites[0].flag", "message": "prerequisite cycle: checkout -> a -> b -> checkout"}
+    ]
 
 
 def test_validate__prerequisites_of_other_environment__are_not_a_cycle() -> None:
-    catalog = Catalog(flag_variations={"a": frozenset({"on"})},
-                      prerequisites={"staging": {"a": frozenset({"checkout"})}})
+    catalog = Catalog(
+        flag_variations={"a": frozenset({"on"})}, prerequisites={"staging": {"a": frozenset({"checkout"})}}
+    )
     assert issues_of({"prerequisites": [{"flag": "a", "variation": "on"}]}, catalog) == []
 
 
@@ -115,17 +167,28 @@ def test_validate__diamond_prerequisites__is_not_a_cycle() -> None:
 
 
 def test_validate_flag__two_environments__prefixes_paths_with_environment() -> None:
-    flag = Flag.model_validate({"key": "checkout", "environments": {
-        "staging": {"off_variation": "x"}, "production": {"enabled": True}}})
+    flag = Flag.model_validate(
+        {
+            "key": "checkout",
+            "environments": {"staging": {"off_variation": "x"}, "production": {"enabled": True}},
+        }
+    )
     assert [i["path"] for i in validate_flag(flag, Catalog())] == [
-        "environments.production.default", "environments.staging.off_variation"]
+        "environments.production.default",
+        "environments.staging.off_variation",
+    ]
 
 
 def test_validate_segment__unknown_nested_segment__reports_path() -> None:
-    segment = Segment.model_validate({"key": "beta", "when": {"any": [
-        {"attribute": "a", "op": "in_segment", "values": ["alpha", "nope"]}]}})
+    segment = Segment.model_validate(
+        {
+            "key": "beta",
+            "when": {"any": [{"attribute": "a", "op": "in_segment", "values": ["alpha", "nope"]}]},
+        }
+    )
     assert validate_segment(segment, Catalog(segment_keys=frozenset({"alpha"}))) == [
-        {"path": "when.any[0].values[1]", "message": "unknown segment 'nope'"}]
+        {"path": "when.any[0].values[1]", "message": "unknown segment 'nope'"}
+    ]
 
 
 def test_ensure_valid__issues__raises_invalid_configuration_with_all_details() -> None:
@@ -143,8 +206,15 @@ def test_path_from_loc__condition_union_tags__are_dropped() -> None:
 
 
 def test_issues_from_validation_error__bad_regex_in_nested_rule__names_field_path() -> None:
-    bad = {"rules": [{"id": "r", "serve": {"variation": "on"},
-                      "when": {"all": [{"attribute": "email", "op": "matches", "values": ["("]}]}}]}
+    bad = {
+        "rules": [
+            {
+                "id": "r",
+                "serve": {"variation": "on"},
+                "when": {"all": [{"attribute": "email", "op": "matches", "values": ["("]}]},
+            }
+        ]
+    }
     with pytest.raises(ValidationError) as caught:
         EnvironmentConfig.model_validate(bad)
     issue = issues_from_validation_error(caught.value)[0]
@@ -153,11 +223,24 @@ def test_issues_from_validation_error__bad_regex_in_nested_rule__names_field_pat
 
 
 def test_catalog_build__flags_and_segments__leaves_archived_out_and_indexes_references() -> None:
-    live = Flag.model_validate({"key": "a", "environments": {"production": {
-        "prerequisites": [{"flag": "b", "variation": "on"}],
-        "rules": [{"id": "r", "when": {"not": {"attribute": "x", "op": "in_segment", "values": ["beta"]}},
-                   "serve": {"variation": "on"}},
-                  {"id": "s", "serve": {"variation": "on"}}]}}})
+    live = Flag.model_validate(
+        {
+            "key": "a",
+            "environments": {
+                "production": {
+                    "prerequisites": [{"flag": "b", "variation": "on"}],
+                    "rules": [
+                        {
+                            "id": "r",
+                            "when": {"not": {"attribute": "x", "op": "in_segment", "values": ["beta"]}},
+                            "serve": {"variation": "on"},
+                        },
+                        {"id": "s", "serve": {"variation": "on"}},
+                    ],
+                }
+            },
+        }
+    )
     archived = Flag(key="z", archived=True)
     catalog = Catalog.build([live, archived], [Segment(key="beta"), Segment(key="old", archived=True)])
     assert catalog.segment_keys == {"beta"}

@@ -55,10 +55,10 @@ ON CONFLICT (principal, key) DO UPDATE
  WHERE k.created_at <= now() - $6::interval
 RETURNING 1"""
 _READ_COMMITTED = """
-SELECT seq, txid::text AS txid, body FROM events
+SELECT seq, txid::text AS txid_text, body FROM events
  WHERE (txid, seq) > ($1::text::xid8, $2::bigint)
    AND txid < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY txid, seq
+ ORDER BY events.txid, events.seq
  LIMIT $3"""
 _SAVE_CHECKPOINT = """
 INSERT INTO relay_checkpoints AS c (name, last_seq, last_txid) VALUES ($1, $2, $3::text::xid8)
@@ -157,7 +157,7 @@ class PostgresEventStore:
     async def read_committed_after(self, position: RelayPosition, limit: int) -> list[StoredEvent]:
         """Committed events after ``position`` in ``(txid, seq)`` order, below the xid horizon."""
         rows = await self._fetch(_READ_COMMITTED, str(position.txid), position.seq, limit)
-        return [StoredEvent(r["seq"], int(r["txid"]), Event.from_json(r["body"])) for r in rows]
+        return [StoredEvent(r["seq"], int(r["txid_text"]), Event.from_json(r["body"])) for r in rows]
 
     async def load_checkpoint(self, name: str) -> RelayPosition:
         rows = await self._fetch(

@@ -11,17 +11,15 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-import re2
-
+from core.evaluation.patterns import build_matches_test
 from core.evaluation.semver import parse_semver
 from core.evaluation.temporal import build_date_test
 from core.evaluation.values import Context, Matcher, Test, build_getter, build_member_test, fold, is_number
 from core.model import Clause, Operator
 
-__all__ = ["Matcher", "build_clause_matcher", "never"]
+__all__ = ["build_clause_matcher", "never"]
 
 _NUMBER = (int, float)
 
@@ -127,64 +125,6 @@ def _build_ends_with(values: tuple[Any, ...], ci: bool) -> Test | None:
         return isinstance(value, str) and fold(value, ci).endswith(suffixes)
 
     return ends_with
-
-
-@lru_cache(maxsize=4096)
-def compile_pattern(pattern: str, ci: bool) -> Any | None:
-    """An RE2 pattern shared by every clause using it; ``None`` if invalid (never logs, never raises)."""
-    options = re2.Options()
-    options.log_errors = False
-    options.never_capture = True
-    options.case_sensitive = not ci
-    try:
-        return re2.compile(pattern, options)
-    except re2.error:
-        return None
-
-
-def _searcher(pattern: Any) -> Test:
-    """``text -> bool``: RE2's low-level ``Match`` when this google-re2 exposes it (3x faster
-    than ``search``, which builds a match object), else the public ``search``."""
-    low_level = getattr(pattern, "_regexp", None)
-    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
-    if low_level is None or anchor is None:  # pragma: no cover - depends on the google-re2 build
-        search = pattern.search
-
-        def search_public(text: str) -> bool:
-            return search(text) is not None
-
-        return search_public
-    match = low_level.Match
-
-    def search_low_level(text: str) -> bool:
-        data = text.encode()
-        return bool(match(anchor, data, 0, len(data))[0][0] >= 0)
-
-    return search_low_level
-
-
-def _build_matches(values: tuple[Any, ...], ci: bool) -> Test | None:
-    patterns = [compile_pattern(v, ci) for v in values if isinstance(v, str)]
-    searches = tuple(_searcher(p) for p in patterns if p is not None)
-    if not searches:
-        return None
-    if len(searches) == 1:
-        (search,) = searches
-
-        def matches_one(value: Any) -> bool:
-            return isinstance(value, str) and search(value)
-
-        return matches_one
-
-    def matches(value: Any) -> bool:
-        if not isinstance(value, str):
-            return False
-        for search in searches:  # noqa: SIM110 - a loop beats any(generator) on the hot path
-            if search(value):
-                return True
-        return False
-
-    return matches
 
 
 def _build_compare(compare: Callable[[Any, Any], bool]) -> Callable[[tuple[Any, ...], bool], Test | None]:
@@ -296,7 +236,7 @@ _BUILDERS: dict[Operator, Callable[[tuple[Any, ...], bool], Test | None]] = {
     Operator.NOT_CONTAINS: _build_not_contains,
     Operator.STARTS_WITH: _build_starts_with,
     Operator.ENDS_WITH: _build_ends_with,
-    Operator.MATCHES: _build_matches,
+    Operator.MATCHES: build_matches_test,
     Operator.LT: _build_compare(operator.lt),
     Operator.LTE: _build_compare(operator.le),
     Operator.GT: _build_compare(operator.gt),

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from core.evaluation import Reason, evaluate
-from core.evaluation.operators import build_clause_matcher, compile_pattern
+from core.evaluation.operators import build_clause_matcher
+from core.evaluation.patterns import compile_pattern
 from core.model import Clause
 
 from .builders import NOW, clause, rule_flag
@@ -69,6 +70,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("matches miss", clause("email", "matches", r"^qa\+"), {"email": "dev@corp.com"}, False),
     ("matches second pattern", clause("email", "matches", "^x", "corp"), {"email": "a@corp"}, True),
     ("matches none of two", clause("email", "matches", "^x", "^y"), {"email": "a@corp"}, False),
+    ("matches two, wrong type", clause("email", "matches", "^x", "^y"), {"email": ["x"]}, False),
     ("matches ci", clause("name", "matches", "^ALICE$", ci=True), {"name": "alice"}, True),
     ("matches unicode", clause("name", "matches", "é+$"), {"name": "café"}, True),
     ("matches wrong type", clause("email", "matches", ".*"), {"email": 5}, False),

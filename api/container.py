@@ -5,25 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from projections.reader import ReaderPool, ReadModelQueries
 from redis.asyncio import Redis
 
 from api.auth import AuthCache, Principal
 from core.commands import Command
 from core.envelope import SEGMENT_STREAM_PREFIX
 from core.errors import DomainError, VersionConflict
+from core.evaluation import EvaluationResult
 from core.state import FlagState
+from events.audit.access import log_audit_access
+from events.audit.asof import evaluate_as_of, flag_as_of
+from events.audit.stream import StreamSettings
 from events.db import apply_migrations, create_pool
 from events.keys import ApiKeyStore
 from events.service import CommandMeta, CommandOutcome, CommandService
 from events.store import PostgresEventStore
 from monitoring import metrics
 from projections.keys import Keyspace
+from projections.reader import ReaderPool, ReadModelQueries
 
 if TYPE_CHECKING:
     import asyncpg
@@ -129,10 +134,32 @@ class Container:
         breakers = self._extras.get("breakers", {})
         return {f"breaker:{name}": str(b.state) for name, b in breakers.items()}
 
-    async def flag_as_of(self, key: str, as_of: str, principal: Principal) -> FlagState | None:
-        from events.audit.asof import flag_state_as_of  # auditors' path, loaded on demand
+    def audit_stream(self) -> StreamSettings:
+        return StreamSettings(bootstrap_servers=self.kafka_bootstrap, topic=self.settings.flag_events_topic)
 
-        return await flag_state_as_of(self, key, as_of, principal)
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap_servers or ""
+
+    async def flag_as_of(self, key: str, instant: datetime, principal: Principal) -> FlagState:
+        """The flag as it was at ``instant``, replayed from the Kafka log (the audit log)."""
+        log_audit_access(principal.name, "flag_as_of", {"flag": key, "as_of": instant.isoformat()})
+        return await flag_as_of(self.audit_stream(), key, instant)
+
+    async def evaluate_as_of(
+        self,
+        environment: str,
+        context: Mapping[str, Any],
+        instant: datetime,
+        flags: Collection[str] | None,
+        principal: Principal,
+    ) -> dict[str, EvaluationResult]:
+        log_audit_access(
+            principal.name,
+            "evaluate_as_of",
+            {"environment": environment, "as_of": instant.isoformat(), "flags": flags},
+        )
+        return await evaluate_as_of(self.audit_stream(), environment, context, instant, flags)
 
 
 def _failure_outcome(error: Exception) -> metrics.CommandOutcome:

@@ -7,6 +7,7 @@ maps to 503 carries ``Retry-After``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import FlagstreamError
 
-__all__ = ["ApiError", "error_body", "field_path", "install_error_handlers"]
+__all__ = ["ApiError", "error_body", "field_path", "install_error_handlers", "parse_instant"]
 
 log = structlog.get_logger("api.errors")
 
@@ -77,6 +78,27 @@ def field_path(loc: Sequence[str | int]) -> str:
         else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "$"
+
+
+def parse_instant(value: str, field: str) -> datetime:
+    """An ISO-8601 instant with a UTC offset, or a 422 naming ``field``."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{field} must be an ISO-8601 instant",
+            details=[{"path": field, "message": "not an ISO-8601 instant"}],
+        ) from e
+    if parsed.tzinfo is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{field} needs a UTC offset (e.g. 2026-11-01T12:00:00Z)",
+            details=[{"path": field, "message": "no UTC offset"}],
+        )
+    return parsed
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import Evaluator, Services
-from api.errors import ApiError
+from api.errors import parse_instant
 from api.schemas import EvaluateRequest, EvaluateResponse, EvaluationOut
 from core.evaluation import EvaluationResult
 from monitoring import metrics
@@ -16,26 +16,6 @@ from monitoring import metrics
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["evaluation"])
-
-
-def _parse_instant(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise ApiError(
-            422,
-            "validation_error",
-            "as_of must be an ISO-8601 instant",
-            details=[{"path": "as_of", "message": "not an ISO-8601 instant"}],
-        ) from e
-    if parsed.tzinfo is None:
-        raise ApiError(
-            422,
-            "validation_error",
-            "as_of needs a UTC offset (e.g. 2026-11-01T12:00:00Z)",
-            details=[{"path": "as_of", "message": "no UTC offset"}],
-        )
-    return parsed
 
 
 def _out(result: EvaluationResult) -> EvaluationOut:
@@ -57,7 +37,7 @@ async def evaluate(
     as_of: Annotated[str | None, Query(description="Evaluate as of an ISO-8601 instant")] = None,
 ) -> EvaluateResponse:
     if as_of is not None:
-        instant = _parse_instant(as_of)
+        instant = parse_instant(as_of, "as_of")
         from events.audit.asof import evaluate_as_of_for_api
 
         results = await evaluate_as_of_for_api(

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from api.deps import FlagReader, IdempotencyKey, IfMatch, Rollbacker, Services, Writer
-from api.errors import ApiError
+from api.errors import ApiError, parse_instant
 from api.schemas import CommandResponse, FlagListResponse, FlagOut, MetadataPatch, ReasonBody, RollbackRequest
 from core.commands import (
     ArchiveFlag,
@@ -423,7 +423,7 @@ async def get_flag(
     as_of: Annotated[str | None, Query(description="ISO-8601 instant")] = None,
 ) -> FlagOut:
     if as_of is not None:
-        state = await services.flag_as_of(key, as_of, principal)
+        state = await services.flag_as_of(key, parse_instant(as_of, "as_of"), principal)
     else:
         state = await services.queries.get_flag(key)
     if state is None or state.flag is None:

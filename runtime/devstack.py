@@ -34,6 +34,7 @@ import structlog
 from runtime.managed import ManagedServer
 from runtime.processes import StackError, find_free_port
 from runtime.servers import KafkaServer, PostgresServer, RedisServer
+from runtime.settings import Settings
 from runtime.statefile import STATE_FILE_NAME, ServerStatus, read_status, read_urls, state_path, stop_recorded
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ServerStatus",
     "Stack",
     "StackError",
+    "open_stack",
     "read_status",
     "read_urls",
     "stop_recorded",
@@ -214,6 +216,27 @@ def _choose_postgres_folder(folder: Path, scratch: list[Path]) -> Path:
     scratch.append(scratch_dir)
     (folder / "LOCATION").write_text(f"PostgreSQL files live in {scratch_dir} (postgres cannot reach here)\n")
     return scratch_dir
+
+
+def open_stack(settings: Settings, *, durable: bool = True, stop_at_exit: bool = True) -> Stack:
+    """The stack a long-running command (``flagstream run``) should use.
+
+    Servers set in ``settings`` (``DATABASE_URL``...) are used as they are. If ``flagstream dev up``
+    already runs a stack in ``settings.data_dir``, its servers are used (and left running when this
+    stack stops). Otherwise the missing servers are started here and stopped by :meth:`Stack.stop`.
+    """
+    data_dir = Path(settings.data_dir)
+    statuses = read_status(data_dir)
+    recorded = read_urls(data_dir) if statuses and all(s.running for s in statuses) else None
+    recorded = recorded or {}
+    return Stack.start(
+        data_dir,
+        durable=durable,
+        database_url=settings.database_url or recorded.get("DATABASE_URL"),
+        redis_url=settings.redis_url or recorded.get("REDIS_URL"),
+        kafka_bootstrap=settings.kafka_bootstrap_servers or recorded.get("KAFKA_BOOTSTRAP_SERVERS"),
+        stop_at_exit=stop_at_exit,
+    )
 
 
 # -- the state file: the stack across processes --------------------------------------------------

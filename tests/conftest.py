@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,6 +46,22 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "flagstream servers: " + ", ".join(sources)
 
 
+_session_stacks: list[Stack] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """On a failure, attach the log tail of any session server that is no longer running."""
+    report: pytest.TestReport = yield
+    if report.failed:
+        for server in (s for started in _session_stacks for s in started.managed):
+            if not server.is_running():
+                report.sections.append((f"{server.name} is down: its log", server.describe_log_tail()))
+    return report
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
     """The session's local stack, or None when all three servers come from the environment."""
@@ -64,9 +80,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack | None]:
         )
     except StackError as e:  # the message holds the tail of the failing server's log
         pytest.fail(f"could not start the test servers:\n{e}", pytrace=False)
+    _session_stacks.append(started)
     try:
         yield started
     finally:
+        _session_stacks.remove(started)
         started.stop()
 
 

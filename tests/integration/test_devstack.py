@@ -16,10 +16,11 @@ from typer.testing import CliRunner
 
 from cli.dev import app as dev_app
 from runtime import servers
-from runtime.devstack import Stack, StackError, read_status
+from runtime.devstack import Stack, StackError, open_stack, read_status, write_state
 from runtime.probes import probe_kafka, probe_postgres, probe_redis, probe_tcp
 from runtime.processes import find_free_port, is_alive, list_group_members
 from runtime.servers import RedisServer
+from runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -235,3 +236,42 @@ def test_dev_cli__up_status_down__servers_recorded_then_gone(
     assert len(recorded) == 3
     assert all(not list_group_members(s.pid) for s in recorded)
     assert runner.invoke(dev_app, ["status", "--data-dir", folder]).exit_code == 3
+
+
+def test_open_stack__dev_stack_already_running__reuses_it_and_leaves_it_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("FLAGSTREAM_" + name, raising=False)
+    settings = load_settings(data_dir=str(tmp_path / "stack"))
+    dev = Stack.start(Path(settings.data_dir), durable=False, stop_at_exit=True)
+    try:
+        write_state(dev)
+
+        reused = open_stack(settings)
+        reused.stop()
+
+        assert reused.managed == []
+        assert reused.environment() == dev.environment()
+        assert all(server.is_running() for server in dev.managed)
+    finally:
+        dev.stop()
+
+
+def test_open_stack__nothing_running__starts_and_stops_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv("FLAGSTREAM_" + name, raising=False)
+    settings = load_settings(data_dir=str(tmp_path / "stack"), redis_url="redis://elsewhere:6379/0")
+
+    own = open_stack(settings, durable=False)
+    try:
+        assert {s.name for s in own.managed} == {"kafka", "postgres"}
+        assert own.redis_url == "redis://elsewhere:6379/0"
+        assert probe_postgres(own.database_url)
+    finally:
+        own.stop()
+    assert all(not s.is_running() for s in own.managed)

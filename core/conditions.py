@@ -11,19 +11,15 @@ __all__ = ["iter_clauses", "segment_references"]
 
 def iter_clauses(condition: Condition | None, path: str = "") -> Iterator[tuple[str, Clause]]:
     """Every clause of a condition tree, with its field path (``all[0].any[1]``...)."""
-    match condition:
-        case Clause():
-            yield path, condition
-        case AllOf():
-            for i, child in enumerate(condition.all):
-                yield from iter_clauses(child, f"{path}.all[{i}]" if path else f"all[{i}]")
-        case AnyOf():
-            for i, child in enumerate(condition.any):
-                yield from iter_clauses(child, f"{path}.any[{i}]" if path else f"any[{i}]")
-        case NotOf():
-            yield from iter_clauses(condition.not_, f"{path}.not" if path else "not")
-        case None:
-            return
+    prefix = f"{path}." if path else ""
+    if isinstance(condition, Clause):
+        yield path, condition
+    elif isinstance(condition, AllOf | AnyOf):
+        name, children = ("all", condition.all) if isinstance(condition, AllOf) else ("any", condition.any)
+        for i, child in enumerate(children):
+            yield from iter_clauses(child, f"{prefix}{name}[{i}]")
+    elif isinstance(condition, NotOf):
+        yield from iter_clauses(condition.not_, f"{prefix}not")
 
 
 def segment_references(flag: Flag) -> frozenset[str]:

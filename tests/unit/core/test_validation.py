@@ -159,8 +159,15 @@ def test_validate__prerequisites_of_other_environment__are_not_a_cycle() -> None
 
 def test_validate__diamond_prerequisites__is_not_a_cycle() -> None:
     catalog = Catalog(
-        flag_variations={k: frozenset({"on"}) for k in "abc"},
-        prerequisites={"production": {"a": frozenset({"c"}), "b": frozenset({"c"}), "c": frozenset()}},
+        flag_variations={k: frozenset({"on"}) for k in "abcde"},
+        prerequisites={
+            "production": {
+                "a": frozenset({"c", "d"}),
+                "b": frozenset({"c"}),
+                "c": frozenset({"e"}),
+                "d": frozenset({"e"}),
+            }
+        },
     )
     config = {"prerequisites": [{"flag": "a", "variation": "on"}, {"flag": "b", "variation": "on"}]}
     assert issues_of(config, catalog) == []
@@ -189,6 +196,10 @@ def test_validate_segment__unknown_nested_segment__reports_path() -> None:
     assert validate_segment(segment, Catalog(segment_keys=frozenset({"alpha"}))) == [
         {"path": "when.any[0].values[1]", "message": "unknown segment 'nope'"}
     ]
+
+
+def test_validate_segment__disjoint_included_and_excluded__is_valid() -> None:
+    assert validate_segment(Segment(key="beta", included=("u1",), excluded=("u2",)), Catalog()) == []
 
 
 def test_ensure_valid__issues__raises_invalid_configuration_with_all_details() -> None:
@@ -236,6 +247,11 @@ def test_catalog_build__flags_and_segments__leaves_archived_out_and_indexes_refe
                             "serve": {"variation": "on"},
                         },
                         {"id": "s", "serve": {"variation": "on"}},
+                        {
+                            "id": "t",
+                            "when": {"attribute": "x", "op": "eq", "values": [1]},
+                            "serve": {"variation": "on"},
+                        },
                     ],
                 }
             },

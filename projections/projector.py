@@ -63,6 +63,8 @@ class Projector:
         group: str = DEFAULT_GROUP,
         max_records: int = 500,
         client_id: str = "flagstream-projector",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
     ) -> None:
         self.read_model = read_model
         self.topic = topic
@@ -75,6 +77,8 @@ class Projector:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
         )
         self._floors: dict[TopicPartition, int] = {}
         self._pending_seek: set[TopicPartition] = set()

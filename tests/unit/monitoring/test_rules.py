@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from monitoring.metrics import SERIES_NAMES
-from tests.unit.monitoring._paths import PROMETHEUS_CONFIG, RULES_DIR, load_yaml
+from monitoring.metrics import METRIC_NAMES, SERIES_NAMES
+from tests.unit.monitoring._paths import DOCS, PROMETHEUS_CONFIG, RULES_DIR, load_yaml
 from tests.unit.monitoring.promql import scan_promql, unknown_metric_names
 
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
@@ -101,3 +101,10 @@ def test_alerts__platform_alerts__never_trigger_rollbacks() -> None:
         grouping = scan_promql(alert["expr"]).grouping_labels
         if not grouping & {"flag", "environment"}:
             assert "flagstream_rollback" not in alert["labels"], alert["alert"]
+
+
+def test_docs__every_metric_and_alert__is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = {name for name in METRIC_NAMES if f"`{name}`" not in text}
+    missing |= {alert["alert"] for alert in _alerts() if f"`{alert['alert']}`" not in text}
+    assert missing == set()

@@ -97,6 +97,8 @@ def test_compose__kafka__is_apache_kafka_in_kraft_mode_without_zookeeper() -> No
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
     assert not any("zookeeper" in name for name in services)
     assert not any("ZOOKEEPER" in key for key in env)
+    data_mount = next(v for v in kafka["volumes"] if not v.startswith("./"))
+    assert data_mount.split(":")[1] == env["KAFKA_LOG_DIRS"], "the data volume must hold the log dirs"
 
 
 def test_compose__postgres__is_version_15() -> None:

@@ -57,7 +57,8 @@ VariationKey = Annotated[str, Field(pattern=_ID_PATTERN)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # serialize_by_alias: a dump always uses the public JSON shape ({"not": ...}, never "not_").
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
 
 class FlagKind(StrEnum):

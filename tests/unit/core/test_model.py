@@ -158,3 +158,25 @@ def test_model__valid_pattern_schedule_and_any_group__are_accepted() -> None:
     assert config.schedule is not None
     again = Segment(key="s", when=config.rules[0].when)
     assert again.when == config.rules[0].when
+
+
+def test_flag__dumped_without_by_alias__still_uses_public_not_key() -> None:
+    flag = Flag.model_validate(
+        {
+            "key": "f",
+            "environments": {
+                "production": {
+                    "rules": [
+                        {
+                            "id": "r",
+                            "when": {"not": {"attribute": "a", "op": "exists"}},
+                            "serve": {"variation": "on"},
+                        }
+                    ]
+                }
+            },
+        }
+    )
+    assert '"not":' in flag.model_dump_json() and "not_" not in flag.model_dump_json()
+    assert "not" in flag.model_dump()["environments"]["production"]["rules"][0]["when"]
+    assert Flag.model_validate_json(flag.model_dump_json()) == flag

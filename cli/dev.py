@@ -21,6 +21,8 @@ __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Manage the local stack (tansu, redis-server, PostgreSQL).")
 
+_VARIABLES = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "redis": "REDIS_URL", "postgres": "DATABASE_URL"}
+
 DataDirOption = Annotated[
     Path | None,
     typer.Option(
@@ -92,6 +94,10 @@ def up(
     except StackError as e:
         raise _fail(str(e)) from e
     write_state(stack)
+    started = {server.name for server in stack.managed}
+    for server_name, variable in _VARIABLES.items():
+        if server_name not in started:
+            typer.echo(f"# {server_name}: not started, {variable} is set in the environment", err=True)
     typer.echo(f"# local stack running in {stack.data_dir}; stop it with: flagstream dev down", err=True)
     _print_exports(stack.environment())
 

@@ -191,10 +191,10 @@ def _start_all(servers: Mapping[str, ManagedServer]) -> None:
     raise StackError("the local stack did not start:\n" + "\n".join(f"[{k}] {v}" for k, v in errors.items()))
 
 
-def _postgres_can_write(folder: Path) -> bool:
-    """Whether the ``postgres`` OS user can reach and write ``folder``'s parent (only asked as root)."""
+def _postgres_can_reach(folder: Path) -> bool:
+    """Whether the ``postgres`` OS user can reach ``folder`` (only asked as root, who then chowns it)."""
     probe = subprocess.run(
-        ["test", "-w", str(folder.parent), "-a", "-x", str(folder.parent)],
+        ["test", "-x", str(folder.parent)],
         user="postgres",
         check=False,
         timeout=10,
@@ -209,7 +209,7 @@ def _choose_postgres_folder(folder: Path, scratch: list[Path]) -> Path:
     owned by ``postgres`` and removed when the stack stops.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or _postgres_can_write(folder):
+    if os.geteuid() != 0 or _postgres_can_reach(folder):
         return folder
     scratch_dir = Path(tempfile.mkdtemp(prefix="flagstream-pg-"))
     shutil.chown(scratch_dir, "postgres", "postgres")

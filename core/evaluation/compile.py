@@ -9,7 +9,7 @@ from typing import Any
 from core.evaluation.conditions import SegmentCache, compile_condition
 from core.evaluation.result import ErrorCode, EvaluationResult, Reason
 from core.evaluation.serve import TARGETING_KEY, Splitter, build_splitter
-from core.evaluation.values import Context, Matcher
+from core.evaluation.values import Context, Matcher, key_text
 from core.model import EnvironmentConfig, Flag, Segment, Serve
 
 __all__ = ["MAX_PREREQUISITE_DEPTH", "CompiledFlag", "Runner", "compile_flag"]
@@ -172,10 +172,11 @@ def _compile_enabled(
             return failed  # type: ignore[return-value]
         if targets:
             subject = context.get(TARGETING_KEY)
-            if subject.__class__ is str:
-                hit = targets.get(subject)
-                if hit is not None:
-                    return hit
+            if subject.__class__ is not str:
+                subject = key_text(subject)
+            hit = targets.get(subject)  # type: ignore[arg-type]
+            if hit is not None:
+                return hit
         for match, fixed, split in rules:
             if match(context, now):
                 return fixed if split is None else split(context)  # type: ignore[return-value]

@@ -6,7 +6,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import datetime
 
 from core.evaluation.operators import build_clause_matcher, never
-from core.evaluation.values import Context, Matcher, build_getter
+from core.evaluation.values import Context, Matcher, build_getter, key_text
 from core.model import AllOf, AnyOf, Clause, Condition, NotOf, Operator, Segment
 
 __all__ = ["SegmentCache", "compile_condition"]
@@ -108,8 +108,8 @@ def _compile_segment(
     read = build_getter(attribute)
 
     def match_segment(context: Context, now: datetime) -> bool:
-        subject = read(context)
-        if isinstance(subject, str):
+        subject = key_text(read(context))
+        if subject is not None:
             if subject in included:
                 return True
             if subject in excluded:

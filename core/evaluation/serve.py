@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import mmh3
 
 from core.evaluation.bucketing import thresholds_of
 from core.evaluation.result import EvaluationResult
-from core.evaluation.values import Context, build_getter
+from core.evaluation.values import Context, build_getter, key_text
 from core.model import Serve
 
 __all__ = ["TARGETING_KEY", "Splitter", "build_splitter"]
@@ -19,15 +18,6 @@ TARGETING_KEY = "targetingKey"
 Splitter = Callable[[Context], EvaluationResult]
 
 _hash = mmh3.hash
-
-
-def _bucketing_text(value: Any) -> str | None:
-    """The text hashed for ``value``: strings as they are, integers in decimal; else ``None``."""
-    if isinstance(value, str):
-        return str(value) if value else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def build_splitter(
@@ -54,7 +44,7 @@ def build_splitter(
     def split_many(context: Context) -> EvaluationResult:
         value = read(context)
         if value.__class__ is not str or not value:
-            value = _bucketing_text(value)
+            value = key_text(value)
             if value is None:
                 return missing
         point = _hash(prefix + value, 0, False)
@@ -77,7 +67,7 @@ def _split_two(
     def split_two(context: Context) -> EvaluationResult:
         value = context.get(attribute)
         if value.__class__ is not str or not value:
-            value = _bucketing_text(value)
+            value = key_text(value)
             if value is None:
                 return missing
         return first if _hash(prefix + value, 0, False) < bound else second

@@ -6,7 +6,17 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-__all__ = ["Context", "Getter", "Matcher", "Test", "build_getter", "build_member_test", "fold", "is_number"]
+__all__ = [
+    "Context",
+    "Getter",
+    "Matcher",
+    "Test",
+    "build_getter",
+    "build_member_test",
+    "fold",
+    "is_number",
+    "key_text",
+]
 
 Context = Mapping[str, Any]
 Getter = Callable[[Context], Any]
@@ -17,6 +27,18 @@ Matcher = Callable[[Context, datetime], bool]
 def is_number(value: object) -> bool:
     """True for JSON numbers (``int``/``float``), false for booleans."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def key_text(value: Any) -> str | None:
+    """A subject key as text: non-empty strings as they are, integers in decimal; else ``None``.
+
+    Used for targeting keys, segment lists and rollout bucketing alike.
+    """
+    if isinstance(value, str):
+        return str(value) if value else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def fold(text: str, case_insensitive: bool) -> str:

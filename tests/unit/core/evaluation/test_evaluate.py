@@ -291,3 +291,18 @@ def test_evaluate__two_targets_same_variation__share_one_result() -> None:
         {"targets": [{"variation": "on", "values": ["a"]}, {"variation": "on", "values": ["b"]}]}
     )
     assert evaluate(compiled, {"targetingKey": "a"}, NOW) is evaluate(compiled, {"targetingKey": "b"}, NOW)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        (42, Reason.TARGETING_MATCH),
+        ("42", Reason.TARGETING_MATCH),
+        (42.0, Reason.DEFAULT),
+        (True, Reason.DEFAULT),
+        ([42], Reason.DEFAULT),
+    ],
+)
+def test_evaluate__targets__match_string_or_integer_keys_only(key: Any, expected: Reason) -> None:
+    compiled = compile_env({"targets": [{"variation": "on", "values": ["42"]}]})
+    assert evaluate(compiled, {"targetingKey": key}, NOW).reason is expected

@@ -114,3 +114,11 @@ def test_compile_condition__unknown_condition_type__never_matches() -> None:
     from core.evaluation.conditions import compile_condition
 
     assert compile_condition("not a condition", {})({}, NOW) is False  # type: ignore[arg-type]
+
+
+def test_in_segment__integer_key__matched_as_decimal_text() -> None:
+    flag = rule_flag(
+        clause("id", "in_segment", "numbers"), segments={"numbers": segment("numbers", included=["7"])}
+    )
+    assert matched(flag, {"id": 7})
+    assert not matched(flag, {"id": 7.0})

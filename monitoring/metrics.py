@@ -194,6 +194,7 @@ SERIES_NAMES: Final[frozenset[str]] = (METRIC_NAMES - HISTOGRAM_NAMES) | frozens
     name + suffix for name in HISTOGRAM_NAMES for suffix in ("_bucket", "_sum", "_count"))
 """Every sample name a PromQL query may select (a histogram ``x`` as ``x_bucket``/``x_sum``/``x_count``)."""
 _dead_letter_classes: dict[str, set[str]] = {}
+_evaluation_children: dict[tuple[str, str, str], Counter] = {}
 
 
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
@@ -214,8 +215,11 @@ def record_evaluation(flag: str, environment: str, reason: str, error_code: str 
     """Count one evaluation. ``reason``: ``core.evaluation.Reason`` (``TARGETING_MATCH``, ``SPLIT``,
     ``ERROR`` ...); pass the result's ``error_code`` too: a ``FLAG_NOT_FOUND`` evaluation is
     counted under :data:`UNKNOWN_FLAG`, so arbitrary keys sent by callers never create series."""
-    label = UNKNOWN_FLAG if error_code == "FLAG_NOT_FOUND" else flag
-    EVALUATIONS.labels(label, environment, str(reason)).inc()
+    key = (UNKNOWN_FLAG if error_code == "FLAG_NOT_FOUND" else flag, environment, str(reason))
+    child = _evaluation_children.get(key)
+    if child is None:  # hot path: cache the labelled child (bounded: flags x environments x reasons)
+        child = _evaluation_children.setdefault(key, EVALUATIONS.labels(*key))
+    child.inc()
 
 
 def observe_command(command_type: str, outcome: CommandOutcome, seconds: float | None = None) -> None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import re
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import JsonValue
 
 from core.diff import Change, diff, join_path
@@ -63,3 +70,63 @@ def test_diff__key_that_is_not_an_identifier__is_quoted() -> None:
 
 def test_diff__scalars_at_root__use_given_path() -> None:
     assert as_tuples(diff(1, 2, path="enabled")) == [("enabled", 1, 2)]
+
+
+# --- property: the diff is complete — patching `before` with it gives back `after` ---------------
+
+_REMOVED = object()
+_TOKEN = re.compile(r'\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
+
+
+def _parse(path: str) -> list[str | int]:
+    tokens: list[str | int] = []
+    position = 0
+    while position < len(path):
+        match = _TOKEN.match(path, position)
+        assert match is not None, f"unparseable path {path!r} at {position}"
+        name, index, quoted = match.groups()
+        tokens.append(name if name is not None else int(index) if index is not None else json.loads(quoted))
+        position = match.end()
+    return tokens
+
+
+def _patch(document: Any, changes: list[Change]) -> Any:
+    document = copy.deepcopy(document)
+    for change in changes:
+        *parents, last = _parse(change.path)
+        node = document
+        for token in parents:
+            node = node[token]
+        value = _REMOVED if change.after is None else change.after
+        if isinstance(node, list) and isinstance(last, int) and last == len(node):
+            node.append(value)
+        else:
+            node[last] = value
+    return _clean(document)
+
+
+def _clean(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _clean(v) for k, v in node.items() if v is not _REMOVED}
+    if isinstance(node, list):
+        return [_clean(v) for v in node if v is not _REMOVED]
+    return node
+
+
+json_values = st.recursive(
+    st.booleans() | st.integers(-3, 3) | st.text(max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+json_objects = st.dictionaries(st.sampled_from(["enabled", "rules", "a.b", "x y", "1st", ""]), json_values)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(json_objects, json_objects)
+def test_diff__any_two_documents__patching_before_with_diff_gives_after(before: Any, after: Any) -> None:
+    changes = diff(before, after)
+    assert _patch(before, changes) == after
+    assert [c.path for c in changes] == [c.path for c in diff(before, after)]  # deterministic
+    assert (changes == []) == (json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True))

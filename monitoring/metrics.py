@@ -14,7 +14,10 @@ objects, so label names and values stay consistent. Names follow Prometheus conv
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from typing import Final, Literal
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -38,6 +41,7 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "BreakerState",
     "CommandOutcome",
+    "MetricsServer",
     "RollbackOutcome",
     "observe_command",
     "observe_http",
@@ -328,6 +332,22 @@ def render_latest() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_PLAIN_0_0_4
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve :data:`REGISTRY` on ``http://addr:port/metrics`` from a daemon thread (workers)."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+@dataclass(frozen=True)
+class MetricsServer:
+    """A running ``/metrics`` HTTP server (see :func:`start_metrics_server`)."""
+
+    port: int
+    _server: WSGIServer
+    _thread: threading.Thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> MetricsServer:
+    """Serve :data:`REGISTRY` on ``http://addr:port/metrics`` from a daemon thread (the workers,
+    with ``port`` from ``FLAGSTREAM_METRICS_PORT``); ``port=0`` picks a free port (see ``.port``)."""
+    server, thread = start_http_server(port, addr=addr, registry=REGISTRY)
+    return MetricsServer(port=server.server_port, _server=server, _thread=thread)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -156,3 +159,17 @@ def test_observe_rollback__with_duration__counts_and_observes() -> None:
     metrics.observe_rollback("skipped")
     assert _value("flagstream_rollbacks_total", outcome="rolled_back") == before + 1
     assert _value("flagstream_rollback_duration_seconds_count") == count_before + 1
+
+
+def test_start_metrics_server__free_port__serves_the_registry_until_stopped() -> None:
+    metrics.set_build_info("test", "unit")
+    server = metrics.start_metrics_server(0, addr="127.0.0.1")
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+        assert 'flagstream_build_info{role="unit",version="test"} 1.0' in body
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=2)

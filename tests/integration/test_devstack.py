@@ -228,6 +228,8 @@ def test_dev_cli__up_status_down__servers_recorded_then_gone(
         status = runner.invoke(dev_app, ["status", "--data-dir", folder])
         assert status.exit_code == 0, status.output
         assert status.stdout.count("running") == 3
+        again = runner.invoke(dev_app, ["up", "--data-dir", folder])
+        assert again.exit_code == 0 and again.stdout == up.stdout  # nothing new started
     finally:
         recorded = read_status(tmp_path / "stack") or []
         down = runner.invoke(dev_app, ["down", "--data-dir", folder])
@@ -275,3 +277,28 @@ def test_open_stack__nothing_running__starts_and_stops_its_own(
     finally:
         own.stop()
     assert all(not s.is_running() for s in own.managed)
+
+
+@pytest.mark.usefixtures("_keep_structlog_config")
+def test_dev_cli__nothing_recorded__status_exits_3_and_down_stops_nothing(tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    status = runner.invoke(dev_app, ["status", "--data-dir", str(tmp_path)])
+    down = runner.invoke(dev_app, ["down", "--data-dir", str(tmp_path)])
+
+    assert status.exit_code == 3 and "no local stack" in status.stdout
+    assert down.exit_code == 0 and "nothing was running" in down.stdout
+
+
+@pytest.mark.usefixtures("_keep_structlog_config")
+def test_dev_cli__invalid_settings__up_exits_1_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLAGSTREAM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "mysql://u@h/db")
+
+    result = CliRunner().invoke(dev_app, ["up", "--data-dir", str(tmp_path)])
+
+    assert result.exit_code == 1
+    assert "DATABASE_URL='mysql://u@h/db'" in result.stderr
+    assert result.stdout == ""

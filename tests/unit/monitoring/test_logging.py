@@ -206,3 +206,13 @@ def test_redact_secrets__processor__leaves_internal_keys_and_none_alone() -> Non
     event = {"event": "x", "token": None, "_record": record}
     out = redact_secrets(None, "info", event)
     assert out["token"] is None and out["_record"] is record
+
+
+def test_redaction__stdlib_exception_with_secret__scrubbed(log_stream: io.StringIO) -> None:
+    try:
+        raise RuntimeError(f"connect postgresql://app:pa55word@db/flagstream with Bearer {API_KEY}")
+    except RuntimeError:
+        logging.getLogger("asyncpg.pool").exception("pool failed")
+    [line] = _lines(log_stream)
+    assert "RuntimeError" in line["exception"]
+    assert "pa55word" not in log_stream.getvalue() and API_KEY not in log_stream.getvalue()

@@ -13,7 +13,7 @@ Every event sets ``version``, ``last_hash`` (= the event's ``hash``) and ``updat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -33,10 +33,10 @@ from core.events import (
     SegmentUpdatedPayload,
     read_payload,
 )
-from core.model import Flag
+from core.model import EnvironmentConfig, Flag
 from core.state import FlagState, SegmentState
 
-__all__ = ["evolve", "evolve_segment", "replay", "replay_segment"]
+__all__ = ["config_at", "environment_changes_after", "evolve", "evolve_segment", "replay", "replay_segment"]
 
 _T = TypeVar("_T")
 
@@ -119,6 +119,31 @@ def replay_segment(events: Iterable[Event], key: str | None = None) -> SegmentSt
     if state is None:
         raise ValueError("replay of no events needs the segment key")
     return state
+
+
+def config_at(events: Iterable[Event], version: int, environment: str) -> EnvironmentConfig | None:
+    """The configuration of ``environment`` in force at ``version`` (``None``: absent then).
+
+    What a rollback restores: the application service passes it to ``RollBackEnvironment``.
+    ``events`` are the flag's events in version order from 1; later ones are ignored.
+    """
+    events = [e for e in events if e.version <= version]
+    if not events:
+        return None
+    flag = replay(events).flag
+    return flag.environments.get(environment) if flag is not None else None
+
+
+def environment_changes_after(events: Sequence[Event], version: int, environment: str) -> tuple[int, ...]:
+    """Versions after ``version`` that changed ``environment`` (what a rollback to ``version`` undoes)."""
+    return tuple(e.version for e in events if e.version > version and _changes(e, environment))
+
+
+def _changes(event: Event, environment: str) -> bool:
+    payload = read_payload(event)
+    if isinstance(payload, FlagCreatedPayload):
+        return environment in payload.flag.environments
+    return isinstance(payload, EnvironmentChangedPayload) and event.environment == environment
 
 
 def _check_order(stream: str, version: int, event: Event) -> None:

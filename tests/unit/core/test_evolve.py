@@ -14,7 +14,7 @@ from core.events import (
     SegmentCreatedPayload,
     to_draft,
 )
-from core.evolve import evolve, evolve_segment, replay
+from core.evolve import config_at, environment_changes_after, evolve, evolve_segment, replay
 from core.model import EnvironmentConfig, Flag, Segment
 from core.state import FlagState, SegmentState
 from tests.unit.core._streams import T0, FlagStream, seal_next
@@ -167,3 +167,18 @@ def test_flag_state__json_round_trip__is_identical() -> None:
     assert state.exists and state.stream == "f"
     assert not FlagState(key="g").exists
     assert SegmentState(key="s").stream == "segment:s" and not SegmentState(key="s").exists
+
+
+def test_config_at__past_version__is_the_config_then() -> None:
+    flag = Flag.model_validate({"key": "f", "environments": {"staging": {}}})
+    stream = created(flag)
+    stream.run(SetEnvironmentConfig(flag_key="f", environment="production", config=CONFIG))  # v2
+    stream.run(EnableFlag(flag_key="f", environment="production"))  # v3
+    stream.run(SetEnvironmentConfig(flag_key="f", environment="staging", config=CONFIG))  # v4
+    assert config_at(stream.events, 2, "production") == CONFIG
+    assert config_at(stream.events, 1, "production") is None
+    assert config_at(stream.events, 0, "production") is None
+    assert config_at(stream.events, 4, "production") == CONFIG.model_copy(update={"enabled": True})
+    assert environment_changes_after(stream.events, 1, "production") == (2, 3)
+    assert environment_changes_after(stream.events, 0, "staging") == (1, 4)
+    assert environment_changes_after(stream.events, 4, "production") == ()

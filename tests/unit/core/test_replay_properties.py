@@ -35,7 +35,7 @@ from core.commands import (
 from core.envelope import Event, verify_chain
 from core.errors import DomainError
 from core.events import EnvironmentChangedPayload, read_payload
-from core.evolve import replay
+from core.evolve import config_at, environment_changes_after, replay
 from core.model import Flag
 from tests.unit.core._streams import FlagStream
 
@@ -134,12 +134,6 @@ INITIAL = Flag.model_validate(
 )
 
 
-def config_at(events: list[Event], version: int, environment: str) -> Any:
-    """What the application service does for a rollback: replay up to ``version``."""
-    flag = replay(events[:version], key=KEY).flag
-    return flag.environments.get(environment) if flag else None
-
-
 def run(stream: FlagStream, command: FlagCommand | tuple[str, str, int]) -> None:
     if isinstance(command, tuple):
         _, environment, back = command
@@ -149,7 +143,7 @@ def run(stream: FlagStream, command: FlagCommand | tuple[str, str, int]) -> None
             environment=environment,
             to_version=to_version,
             restored_config=config_at(stream.events, to_version, environment),
-            undone_versions=tuple(range(to_version + 1, stream.state.version + 1)),
+            undone_versions=environment_changes_after(stream.events, to_version, environment),
         )
     before = stream.state
     try:

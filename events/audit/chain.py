@@ -60,9 +60,20 @@ def parse_fields(raw: bytes | str) -> dict[str, Any] | None:
     return fields
 
 
-def is_intact(fields: dict[str, Any]) -> bool:
-    """Does ``hash`` match the content (everything but ``hash``)?"""
+def is_intact(fields: dict[str, Any], raw: bytes | str | None = None) -> bool:
+    """Does ``hash`` match the content (everything but ``hash``)?
+
+    With ``raw`` (the record's text): when it is the canonical text, removing its top-level
+    ``,"hash":"<64 hex>"`` member leaves exactly the canonical text that was hashed (the member
+    is the first ``,"hash":"`` in canonical text: only string fields precede it and a ``"``
+    inside a JSON string is always escaped), so one SHA-256 over the bytes decides. Anything
+    else falls through to the re-serialising paths.
+    """
     claimed = fields.get("hash")
+    if not isinstance(claimed, str):
+        return False
+    if raw is not None and _hash_of_text(raw, claimed) == claimed:
+        return True
     body = {k: v for k, v in fields.items() if k != "hash"}
     try:
         fast = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -74,6 +85,18 @@ def is_intact(fields: dict[str, Any]) -> bool:
         return compute_hash(fields) == claimed
     except (TypeError, ValueError):
         return False
+
+
+_HASH_MEMBER = b',"hash":"'
+
+
+def _hash_of_text(raw: bytes | str, claimed: str) -> str:
+    data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    at = data.find(_HASH_MEMBER)
+    end = at + len(_HASH_MEMBER) + 64
+    if at < 0 or data[end:end + 1] != b'"' or data[at + len(_HASH_MEMBER):end] != claimed.encode("ascii"):
+        return ""
+    return hashlib.sha256(data[:at] + data[end + 1:]).hexdigest()
 
 
 def _event_id(fields: dict[str, Any]) -> UUID | None:
@@ -98,7 +121,8 @@ class ChainTracker:
     older_duplicates: int = 0
     breaks: int = 0
 
-    def check(self, fields: dict[str, Any] | None, *, record_key: str | None = None) -> StepResult:
+    def check(self, fields: dict[str, Any] | None, *, record_key: str | None = None,
+              raw: bytes | str | None = None) -> StepResult:
         self.events += 1
         if fields is None:
             breach = ChainBreak(record_key or "?", 0, None, "unreadable", "record is not an event")
@@ -108,13 +132,14 @@ class ChainTracker:
         if record_key is not None and record_key != key:
             return self._broken(ChainBreak(key, version, _event_id(fields), "wrong_stream",
                                            f"event of stream {key!r} under record key {record_key!r}"))
-        result = self._check_link(key, version, fields)
+        result = self._check_link(key, version, fields, raw)
         if result.step is Step.BREAK or result.step is Step.OK:
             self.last[key] = (version, fields["hash"])
         return result
 
-    def _check_link(self, key: str, version: int, fields: dict[str, Any]) -> StepResult:
-        intact = is_intact(fields)
+    def _check_link(self, key: str, version: int, fields: dict[str, Any],
+                    raw: bytes | str | None) -> StepResult:
+        intact = is_intact(fields, raw)
         previous = self.last.get(key)
         if previous is None and self.partial_start:
             previous = (version - 1, fields["prev_hash"])

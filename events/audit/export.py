@@ -69,7 +69,7 @@ async def export_log(
             occurred = _instant(fields["occurred_at"])
             if (since is not None and occurred < since) or (until is not None and occurred > until):
                 continue
-            result = seen.check(fields)
+            result = seen.check(fields, raw=record.value)
             if result.step is Step.REDELIVERY or result.step is Step.OLDER_DUPLICATE:
                 report.skipped_redeliveries += 1
                 continue
@@ -123,7 +123,7 @@ def verify_export(path: Path, *, fmt: ExportFormat | None = None) -> ExportRepor
     tracker = ChainTracker(partial_start=True)
     report = ExportReport()
     for _, body in _bodies(path, chosen):
-        result = tracker.check(parse_fields(body))
+        result = tracker.check(parse_fields(body), raw=body)
         report.events += 1
         if result.step is Step.REDELIVERY:
             report.skipped_redeliveries += 1

@@ -104,7 +104,7 @@ async def _verify_kafka(settings: StreamSettings, report: VerifyReport,
         for record in batch:
             key = record.key.decode("utf-8", "replace") if record.key is not None else None
             fields = parse_fields(record.value)
-            result = tracker.check(fields, record_key=key)
+            result = tracker.check(fields, record_key=key, raw=record.value)
             if result.breach is not None:
                 report.record(_from_break("kafka", result.breach, record.partition, record.offset))
             if fields is None:
@@ -171,7 +171,7 @@ def _check_row(pg: ChainTracker, fields: dict[str, Any] | None, row: asyncpg.Rec
         report.record(Discrepancy("postgres", flag_key, version, "column_mismatch",
                                   "columns (flag_key, version, hash) disagree with the body"))
         return
-    result = pg.check(fields)
+    result = pg.check(fields, raw=row["body"])
     if result.breach is not None:
         report.record(_from_break("postgres", result.breach))
 

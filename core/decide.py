@@ -143,7 +143,7 @@ def decide_segment(state: SegmentState, command: SegmentCommand, catalog: Catalo
             raise SegmentExists(f"segment {state.key!r} already exists")
         _check_version(command.expected_version, state.version, state.stream)
         if command.segment.archived:
-            raise InvalidCommand("a segment cannot be created archived", details=[_at("segment.archived")])
+            raise InvalidCommand("a segment cannot be created archived", details=[_SEGMENT_NOT_ARCHIVED])
         ensure_valid(validate_segment(command.segment, catalog), "invalid segment")
         return [to_draft(SegmentCreatedPayload(segment=command.segment))]
     if state.segment is None:
@@ -169,8 +169,11 @@ def _check_version(expected: int | None, current: int, stream: str) -> None:
         raise VersionConflict(expected_version=expected, current_version=current, stream=stream)
 
 
-def _at(path: str, message: str = "") -> dict[str, str]:
+def _at(path: str, message: str) -> dict[str, str]:
     return {"path": path, "message": message}
+
+
+_SEGMENT_NOT_ARCHIVED = _at("segment.archived", "must be false")
 
 
 def _create_flag(state: FlagState, command: CreateFlag, catalog: Catalog) -> list[EventDraft]:
@@ -307,7 +310,7 @@ def _update_segment(segment: Segment, command: UpdateSegment, catalog: Catalog) 
         raise InvalidCommand("a segment's key cannot change",
                              details=[_at("segment.key", "must equal segment_key")])
     if new.archived:
-        raise InvalidCommand("archive a segment with ArchiveSegment", details=[_at("segment.archived")])
+        raise InvalidCommand("archive a segment with ArchiveSegment", details=[_SEGMENT_NOT_ARCHIVED])
     if new == segment:
         return []
     ensure_valid(validate_segment(new, catalog), "invalid segment")

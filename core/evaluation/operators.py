@@ -13,13 +13,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from core.evaluation.fastpath import build_direct_matcher
 from core.evaluation.patterns import build_matches_test
 from core.evaluation.semver import parse_semver
 from core.evaluation.temporal import build_date_test
 from core.evaluation.values import Context, Matcher, Test, build_getter, build_member_test, fold, is_number
 from core.model import Clause, Operator
 
-__all__ = ["build_clause_matcher", "never"]
+__all__ = ["build_clause_matcher", "build_general_matcher", "never"]
 
 _NUMBER = (int, float)
 
@@ -32,6 +33,14 @@ def build_clause_matcher(clause: Clause) -> Matcher:
     """Compile one (non-segment) clause."""
     if clause.op in (Operator.BEFORE, Operator.AFTER, Operator.BETWEEN_DATES):
         return build_date_test(clause)
+    direct = build_direct_matcher(clause)
+    if direct is not None:
+        return direct
+    return build_general_matcher(clause)
+
+
+def build_general_matcher(clause: Clause) -> Matcher:
+    """The two-step matcher (read the attribute, then test it) that handles every operator."""
     test = _build_test(clause)
     if test is None:
         return never

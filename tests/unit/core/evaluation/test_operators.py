@@ -233,7 +233,9 @@ def construct(op: str, *values: Any, attribute: str = "x") -> Clause:
     "bad",
     [
         construct("lt", "ten"),
+        construct("lte", None),
         construct("gt"),
+        construct("gte", "1"),
         construct("between", 1),
         construct("between", "a", "b"),
         construct("before", "not a date"),
@@ -262,3 +264,29 @@ def test_build_clause_matcher__segment_clause_without_segments__never_matches() 
 
 def test_between__three_values__never_matches() -> None:
     assert build_clause_matcher(construct("between", 1, 2, 3))({"x": 2}, NOW) is False
+
+
+@pytest.mark.parametrize(("when", "context", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_clause__fast_and_general_paths__agree(
+    when: dict[str, Any], context: dict[str, Any], expected: bool
+) -> None:
+    from core.evaluation.operators import build_general_matcher
+
+    parsed = Clause.model_validate(when)
+    if parsed.op.value == "in_segment" or parsed.attribute.startswith("$"):
+        pytest.skip("not a plain attribute clause")
+    assert build_clause_matcher(parsed)(context, NOW) is expected
+    if parsed.op.value not in ("before", "after", "between_dates"):
+        assert build_general_matcher(parsed)(context, NOW) is expected
+
+
+@pytest.mark.parametrize(("when", "context", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_clause__attribute_nested_one_level_down__same_answer(
+    when: dict[str, Any], context: dict[str, Any], expected: bool
+) -> None:
+    if when["attribute"].startswith("$") or when["op"] == "in_segment" or "a.b" in context:
+        pytest.skip("not a plain attribute clause (or a literal dotted key, only read at the top level)")
+    nested = {**when, "attribute": "wrapper." + when["attribute"]}
+    assert rule_flag(nested).run({"wrapper": context}, NOW, None, ()).variation == (
+        "on" if expected else "off"
+    )

@@ -33,7 +33,7 @@ import structlog
 
 from runtime.managed import ManagedServer
 from runtime.processes import StackError, find_free_port
-from runtime.servers import KafkaServer, PostgresServer, RedisServer
+from runtime.servers import KafkaServer, PostgresServer, RedisServer, require_postgres_os_user
 from runtime.settings import Settings
 from runtime.statefile import STATE_FILE_NAME, ServerStatus, read_status, read_urls, state_path, stop_recorded
 
@@ -209,7 +209,10 @@ def _choose_postgres_folder(folder: Path, scratch: list[Path]) -> Path:
     owned by ``postgres`` and removed when the stack stops.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        require_postgres_os_user()
     if os.geteuid() != 0 or _postgres_can_reach(folder):
+        (folder / "LOCATION").unlink(missing_ok=True)
         return folder
     scratch_dir = Path(tempfile.mkdtemp(prefix="flagstream-pg-"))
     shutil.chown(scratch_dir, "postgres", "postgres")

@@ -7,6 +7,7 @@ request) and, for PostgreSQL, an ``initdb`` on first start.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ __all__ = [
     "PostgresServer",
     "RedisServer",
     "ServerRecord",
+    "require_postgres_os_user",
     "resolve_tansu_binary",
 ]
 
@@ -60,6 +62,18 @@ def resolve_tansu_binary() -> str:
         if isinstance(e, StackError):
             raise
         raise StackError(f"the Kafka broker (tansu) is not available: {e}. {hint}") from e
+
+
+def require_postgres_os_user() -> None:
+    """Under root, PostgreSQL must run as the ``postgres`` OS user: fail clearly when it is absent."""
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError as e:
+        raise StackError(
+            "PostgreSQL refuses to run as root and there is no `postgres` OS user to run it as: "
+            "install the Debian package `postgresql-15` (it creates that user), run as a normal user, "
+            "or set DATABASE_URL."
+        ) from e
 
 
 class KafkaServer(ManagedServer):
@@ -169,6 +183,7 @@ class PostgresServer(ManagedServer):
     def prepare(self) -> None:
         super().prepare()
         if os.geteuid() == 0:
+            require_postgres_os_user()
             shutil.chown(self.folder, "postgres", "postgres")
         if (self.pgdata / "PG_VERSION").exists():
             return

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
 from core.envelope import Event
+from events.kafka import make_consumer
 from monitoring import metrics
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
 from projections.readmodel import ApplyOutcome, Checkpoint, RedisReadModel
@@ -70,13 +71,10 @@ class Projector:
         self.topic = topic
         self.group = group
         self._max_records = max_records
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self._consumer = make_consumer(
+            bootstrap_servers,
             group_id=group,
             client_id=client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
         )

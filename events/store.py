@@ -121,7 +121,7 @@ class PostgresEventStore:
                     await self._write_idempotency(conn, idempotency)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != "events_flag_key_version_key":
-                raise
+                raise ValueError(f"an event with this id is already stored: {e.detail}") from e
             raise await self._conflict_of(firsts) from e
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"append failed, Postgres unreachable: {e}") from e

@@ -81,6 +81,14 @@ class EventStoreContract:
             await store.append([make_event("a", 1), make_event("b", 1)])
         assert await store.read_stream("a") == []
 
+    async def test_append__event_id_already_stored__refused_as_caller_bug(self) -> None:
+        store = await self.make_store()
+        event = make_event("a", 1)
+        await store.append([event])
+        again = event.model_copy(update={"flag_key": "b"})
+        with pytest.raises(ValueError, match="already stored"):
+            await store.append([again])
+
     async def test_stream_keys__lists_every_stream(self) -> None:
         store = await self.make_store()
         await store.append(make_chain("b", 1))

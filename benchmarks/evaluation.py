@@ -6,9 +6,12 @@ Prints evaluations per second and p50/p99 per evaluation for:
   (c) ``evaluate_all`` over 200 flags for one context (contexts per second);
 and the memory of 10,000 compiled flags (tracemalloc, compiled objects only).
 
-Throughput is wall time of a plain loop over all contexts. Latency percentiles time each call
-with ``time.perf_counter_ns`` and subtract the median cost of an empty timed call (the timer's
-own overhead, measured the same way), so they are estimates accurate to a few tens of ns.
+"rate" is the median over chunks (1,000 calls; 10 for evaluate_all) of calls per second, the
+rate one core sustains while the benchmark has it; "loop rate" is the best of three whole passes
+over all contexts, which on a shared machine includes time the process was preempted.
+Latency percentiles time each call with ``time.perf_counter_ns`` and subtract the median cost of
+an empty timed call (the timer's own overhead, measured the same way), so they are estimates
+accurate to a few tens of ns.
 The process is pinned to one CPU when the OS allows it, and the garbage collector is frozen
 after setup (``gc.freeze``), as a long-running evaluator would after loading its snapshot.
 """
@@ -138,14 +141,30 @@ def make_contexts(count: int, seed: int = 7) -> list[dict[str, Any]]:
     ]
 
 
-def measure_throughput(call: Callable[[Any], object], inputs: Sequence[Any], repeat: int = 3) -> float:
+def measure_throughput(
+    call: Callable[[Any], object], inputs: Sequence[Any], chunk: int
+) -> tuple[float, float]:
+    """(median rate over chunks of ``chunk`` calls, best whole-loop rate over 3 passes).
+
+    On a shared machine a whole pass is often preempted; the median chunk rate is what one
+    core sustains when the evaluator has the CPU, the whole-loop rate what this run got.
+    """
+    clock = time.perf_counter_ns
     best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
+    for _ in range(3):
+        start = clock()
         for item in inputs:
             call(item)
-        best = min(best, time.perf_counter_ns() - start)
-    return len(inputs) / (best / 1e9)
+        best = min(best, clock() - start)
+    rates: list[float] = []
+    for offset in range(0, len(inputs) - chunk + 1, chunk):
+        batch = inputs[offset : offset + chunk]
+        start = clock()
+        for item in batch:
+            call(item)
+        rates.append(chunk / ((clock() - start) / 1e9))
+    rates.sort()
+    return rates[len(rates) // 2], len(inputs) / (best / 1e9)
 
 
 def measure_latency(call: Callable[[Any], object], inputs: Sequence[Any]) -> tuple[float, float]:
@@ -165,8 +184,10 @@ def measure_latency(call: Callable[[Any], object], inputs: Sequence[Any]) -> tup
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
-def row(name: str, rate: float, unit: str, p50: float, p99: float, target: str) -> str:
-    return f"{name:<44} {rate:>14,.0f} {unit:<10} {p50 / 1000:>9.2f} {p99 / 1000:>9.2f}   {target}"
+def row(name: str, rates: tuple[float, float], unit: str, p50: float, p99: float, target: str) -> str:
+    rate, loop = rates
+    latency = f"{p50 / 1000:>8.2f} {p99 / 1000:>8.2f}"
+    return f"{name:<40} {rate:>12,.0f} {loop:>12,.0f} {unit:<10} {latency}   {target}"
 
 
 def bench_single(name: str, flag: Flag, contexts: list[dict[str, Any]], target: float) -> str:
@@ -176,10 +197,10 @@ def bench_single(name: str, flag: Flag, contexts: list[dict[str, Any]], target: 
     def call(context: dict[str, Any]) -> object:
         return evaluate(compiled, context, now)
 
-    rate = measure_throughput(call, contexts)
+    rates = measure_throughput(call, contexts, 1000)
     p50, p99 = measure_latency(call, contexts)
-    ok = "ok" if rate >= target else "MISSED"
-    return row(name, rate, "evals/s", p50, p99, f">= {target:,.0f} {ok}")
+    ok = "ok" if rates[0] >= target else "MISSED"
+    return row(name, rates, "evals/s", p50, p99, f">= {target:,.0f} {ok}")
 
 
 def bench_raw_bound(contexts: list[dict[str, Any]]) -> str:
@@ -191,9 +212,9 @@ def bench_raw_bound(contexts: list[dict[str, Any]]) -> str:
     def call(context: dict[str, Any]) -> object:
         return hash_("checkout-v2" + context["targetingKey"], 0, False) < 2147483648
 
-    rate = measure_throughput(call, contexts)
+    rates = measure_throughput(call, contexts, 1000)
     p50, p99 = measure_latency(call, contexts)
-    return row("  (bound) lookup + mmh3 + compare, inline", rate, "ops/s", p50, p99, "reference")
+    return row("  (bound) lookup + mmh3 + compare, inline", rates, "ops/s", p50, p99, "reference")
 
 
 def bench_all(flags: list[Flag], contexts: list[dict[str, Any]], target: float) -> str:
@@ -203,11 +224,11 @@ def bench_all(flags: list[Flag], contexts: list[dict[str, Any]], target: float) 
     def call(context: dict[str, Any]) -> object:
         return environment.evaluate_all(context, now)
 
-    rate = measure_throughput(call, contexts)
+    rates = measure_throughput(call, contexts, 10)
     p50, p99 = measure_latency(call, contexts)
-    ok = "ok" if rate >= target else "MISSED"
+    ok = "ok" if rates[0] >= target else "MISSED"
     return row(
-        f"(c) evaluate_all, {len(flags)} flags", rate, "contexts/s", p50, p99, f">= {target:,.0f} {ok}"
+        f"(c) evaluate_all, {len(flags)} flags", rates, "contexts/s", p50, p99, f">= {target:,.0f} {ok}"
     )
 
 
@@ -274,7 +295,7 @@ def main() -> None:
     flags_c = mixed_flags(200)
     gc.collect()
     gc.freeze()
-    print(f"{'case':<44} {'rate':>14} {'unit':<10} {'p50 us':>9} {'p99 us':>9}   target")
+    print(f"{'case':<40} {'rate':>12} {'loop rate':>12} {'unit':<10} {'p50 us':>8} {'p99 us':>8}   target")
     print(bench_single("(a) in(country) + 50/50 rollout", make_flag_a(), contexts, 1_000_000))
     print(bench_raw_bound(contexts))
     print(bench_single("(b) 10 rules, mixed operators", make_flag_b(), contexts, 300_000))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from core.model import AllOf, AnyOf, Clause, Condition, Flag, NotOf, Operator
 
-__all__ = ["iter_clauses", "segment_references"]
+__all__ = ["condition_segments", "iter_clauses", "segment_references"]
 
 
 def iter_clauses(condition: Condition | None, path: str = "") -> Iterator[tuple[str, Clause]]:
@@ -22,12 +22,17 @@ def iter_clauses(condition: Condition | None, path: str = "") -> Iterator[tuple[
         yield from iter_clauses(condition.not_, f"{prefix}not")
 
 
+def condition_segments(condition: Condition | None) -> frozenset[str]:
+    """The segment keys named by ``in_segment`` clauses of one condition tree."""
+    return frozenset(
+        str(value)
+        for _, clause in iter_clauses(condition)
+        if clause.op is Operator.IN_SEGMENT
+        for value in clause.values
+    )
+
+
 def segment_references(flag: Flag) -> frozenset[str]:
     """The segment keys named by ``in_segment`` clauses in any rule of any environment."""
-    found: set[str] = set()
-    for config in flag.environments.values():
-        for rule in config.rules:
-            for _, clause in iter_clauses(rule.when):
-                if clause.op is Operator.IN_SEGMENT:
-                    found.update(str(v) for v in clause.values)
-    return frozenset(found)
+    rules = [rule for config in flag.environments.values() for rule in config.rules]
+    return frozenset(key for rule in rules for key in condition_segments(rule.when))

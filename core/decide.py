@@ -155,13 +155,18 @@ def decide_segment(state: SegmentState, command: SegmentCommand, catalog: Catalo
         case UpdateSegment():
             return _update_segment(state.segment, command, catalog)
         case ArchiveSegment():
-            users = sorted(catalog.segment_users.get(state.key, frozenset()))
-            if users:
-                raise SegmentInUse(f"segment {state.key!r} is used by {', '.join(users)}",
-                                   details=[{"path": "segment_key", "message": f"used by flag {u!r}"}
-                                            for u in users])
+            _refuse_if_in_use(state.key, catalog)
             return [to_draft(SegmentArchivedPayload())]
     raise InvalidCommand(f"unsupported command {type(command).__name__}")
+
+
+def _refuse_if_in_use(key: str, catalog: Catalog) -> None:
+    flags = sorted(catalog.segment_users.get(key, frozenset()))
+    segments = sorted(k for k, used in catalog.segment_dependencies.items() if key in used and k != key)
+    users = [f"flag {f!r}" for f in flags] + [f"segment {s!r}" for s in segments]
+    if users:
+        raise SegmentInUse(f"segment {key!r} is used by {', '.join(users)}",
+                           details=[_at("segment_key", f"used by {u}") for u in users])
 
 
 def _check_version(expected: int | None, current: int, stream: str) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from core.conditions import segment_references
+from core.conditions import condition_segments, segment_references
 from core.envelope import GENESIS_HASH, SEGMENT_STREAM_PREFIX
 from core.model import Flag, Segment
 
@@ -67,7 +67,9 @@ class Catalog:
     - ``flag_variations``: variation keys of every live flag (prerequisites must name one);
     - ``prerequisites``: per environment, each live flag's prerequisite flag keys
       (used to detect cycles);
-    - ``segment_users``: per segment key, the live flags whose rules reference it.
+    - ``segment_users``: per segment key, the live flags whose rules reference it;
+    - ``segment_dependencies``: per live segment, the segments its condition references
+      (used to detect cycles, and to refuse archiving a segment another one uses).
 
     The flag being decided may appear in the catalog: validation always uses the command's new
     version of it instead.
@@ -77,6 +79,7 @@ class Catalog:
     flag_variations: Mapping[str, frozenset[str]] = field(default_factory=dict)
     prerequisites: Mapping[str, Mapping[str, frozenset[str]]] = field(default_factory=dict)
     segment_users: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    segment_dependencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, flags: Iterable[Flag] = (), segments: Iterable[Segment] = ()) -> Catalog:
@@ -90,9 +93,11 @@ class Catalog:
                 prerequisites.setdefault(env, {})[flag.key] = frozenset(p.flag for p in config.prerequisites)
             for segment_key in segment_references(flag):
                 users.setdefault(segment_key, set()).add(flag.key)
+        live_segments = [s for s in segments if not s.archived]
         return cls(
-            segment_keys=frozenset(s.key for s in segments if not s.archived),
+            segment_keys=frozenset(s.key for s in live_segments),
             flag_variations=variations,
             prerequisites=prerequisites,
             segment_users={k: frozenset(v) for k, v in users.items()},
+            segment_dependencies={s.key: condition_segments(s.when) for s in live_segments},
         )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
-from core.conditions import iter_clauses
+from core.conditions import condition_segments, iter_clauses
 from core.errors import InvalidConfiguration
 from core.model import EnvironmentConfig, Flag, Operator, Segment, Serve
 from core.state import Catalog
@@ -118,23 +118,34 @@ def validate_environment(
 
 
 def validate_segment(segment: Segment, catalog: Catalog) -> list[Issue]:
-    """``in_segment`` clauses of a segment name other live segments; included/excluded do not overlap."""
+    """``in_segment`` clauses of a segment name other live segments without forming a cycle;
+    included and excluded keys do not overlap."""
     issues: list[Issue] = []
+    graph: dict[str, frozenset[str]] = dict(catalog.segment_dependencies)
+    graph[segment.key] = condition_segments(segment.when)
     for path, clause in iter_clauses(segment.when, "when"):
-        if clause.op is Operator.IN_SEGMENT:
-            for j, value in enumerate(clause.values):
-                if value == segment.key:
-                    message = "a segment cannot contain itself"
-                elif value not in catalog.segment_keys:
-                    message = f"unknown segment {value!r}"
-                else:
-                    continue
+        if clause.op is not Operator.IN_SEGMENT:
+            continue
+        for j, value in enumerate(clause.values):
+            message = _segment_reference_problem(segment.key, str(value), catalog, graph)
+            if message:
                 issues.append({"path": f"{path}.values[{j}]", "message": message})
     included = set(segment.included)
     for j, key in enumerate(segment.excluded):
         if key in included:
             issues.append({"path": f"excluded[{j}]", "message": f"context key {key!r} is also included"})
     return issues
+
+
+def _segment_reference_problem(
+    key: str, referenced: str, catalog: Catalog, graph: Mapping[str, frozenset[str]]
+) -> str | None:
+    if referenced == key:
+        return "a segment cannot contain itself"
+    if referenced not in catalog.segment_keys:
+        return f"unknown segment {referenced!r}"
+    cycle = _find_path(graph, referenced, key)
+    return None if cycle is None else "segment cycle: " + " -> ".join([key, *cycle])
 
 
 def _check_targets(config: EnvironmentConfig, check_variation: _Check, report: _Check) -> None:

@@ -153,3 +153,11 @@ def test_replay_segment__all_events__equals_incremental_state() -> None:
     assert replay_segment([], key="beta") == SegmentState(key="beta")
     with pytest.raises(ValueError, match="segment key"):
         replay_segment([])
+
+
+def test_archive_segment__used_by_another_segment__raises_segment_in_use() -> None:
+    stream = created()
+    stream.catalog = Catalog(segment_dependencies={"beta": frozenset(), "gamma": frozenset({"beta"})})
+    with pytest.raises(SegmentInUse) as caught:
+        stream.run(ArchiveSegment(segment_key="beta"))
+    assert [d["message"] for d in caught.value.details] == ["used by segment 'gamma'"]

@@ -263,3 +263,32 @@ def test_catalog_build__flags_and_segments__leaves_archived_out_and_indexes_refe
     assert catalog.flag_variations == {"a": {"on", "off"}}
     assert catalog.prerequisites == {"production": {"a": {"b"}}}
     assert catalog.segment_users == {"beta": {"a"}}
+
+
+def test_validate_segment__reference_back_through_other_segments__reports_segment_cycle() -> None:
+    catalog = Catalog(
+        segment_keys=frozenset({"alpha", "gamma"}),
+        segment_dependencies={"alpha": frozenset({"gamma"}), "gamma": frozenset({"beta"})},
+    )
+    segment = Segment.model_validate(
+        {"key": "beta", "when": {"attribute": "a", "op": "in_segment", "values": ["alpha"]}}
+    )
+    assert validate_segment(segment, catalog) == [
+        {"path": "when.values[0]", "message": "segment cycle: beta -> alpha -> gamma -> beta"}
+    ]
+
+
+def test_validate_segment__reference_to_independent_segment__is_valid() -> None:
+    catalog = Catalog(segment_keys=frozenset({"alpha"}), segment_dependencies={"alpha": frozenset()})
+    segment = Segment.model_validate(
+        {"key": "beta", "when": {"attribute": "a", "op": "in_segment", "values": ["alpha"]}}
+    )
+    assert validate_segment(segment, catalog) == []
+
+
+def test_catalog_build__segments__index_their_segment_dependencies() -> None:
+    nested = Segment.model_validate(
+        {"key": "b", "when": {"attribute": "x", "op": "in_segment", "values": ["a"]}}
+    )
+    catalog = Catalog.build([], [Segment(key="a"), nested])
+    assert catalog.segment_dependencies == {"a": frozenset(), "b": frozenset({"a"})}

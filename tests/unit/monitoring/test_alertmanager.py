@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.unit.monitoring._paths import ALERTMANAGER_CONFIG, COMPOSE, RULES_DIR, load_yaml
+from tests.unit.monitoring.promql import scan_promql
 
 WEBHOOK_PATH = "/api/v1/alerts/alertmanager"
 _MATCHER = re.compile(r'^\s*(\w+)\s*(=~|!~|!=|=)\s*"?([^"]*)"?\s*$')
@@ -102,3 +103,21 @@ def test_webhook__credential__is_a_bearer_read_from_a_mounted_file() -> None:
     mounts = load_yaml(COMPOSE)["services"]["alertmanager"]["volumes"]
     targets = [m.split(":")[1] for m in mounts if m.startswith("./")]
     assert any(credentials_file.startswith(target.rstrip("/") + "/") for target in targets)
+
+
+def test_inhibitions__equal_labels__are_kept_by_both_source_and_target_alerts() -> None:
+    alerts = {
+        rule["alert"]: rule
+        for path in RULES_DIR.glob("*.yml")
+        for group in load_yaml(path)["groups"]
+        for rule in group["rules"]
+    }
+    for inhibit in load_yaml(ALERTMANAGER_CONFIG).get("inhibit_rules", []):
+        equal = set(inhibit["equal"])
+        assert equal, "without `equal` an inhibition silences unrelated alerts"
+        for side in ("source_matchers", "target_matchers"):
+            route = {"matchers": inhibit[side]}
+            matched = [name for name, rule in alerts.items() if _matches(route, {"alertname": name})]
+            assert matched, f"{side} matches no alert of ours"
+            for name in matched:
+                assert equal <= scan_promql(alerts[name]["expr"]).grouping_labels, name

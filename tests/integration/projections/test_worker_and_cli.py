@@ -1,0 +1,84 @@
+"""``python -m workers.projector`` (SIGTERM -> exit 0) and ``flagstream projections check|rebuild``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from cli.projections import app
+from core.evolve import replay
+from tests.integration.projections.kafka_helpers import create_topic, publish
+from tests.integration.projections.streams import StreamWriter, flag_doc, on_config
+
+pytestmark = pytest.mark.integration
+
+
+def _env(redis_url: str, bootstrap: str, topic: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FLAGSTREAM_FLAG_EVENTS_TOPIC": topic, "FLAGSTREAM_PROJECTOR_GROUP": f"g-{topic}",
+            "FLAGSTREAM_DATA_DIR": "/nonexistent-flagstream-data"}
+
+
+def _wait_for(condition, within: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_projector_worker__sigterm__projects_then_exits_zero(
+    fresh_redis: str, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    writer = StreamWriter()
+    events = [writer.create(flag_doc("a", "production"))]
+    events += [writer.configure("a", "production", on_config(i % 2 == 0)) for i in range(5)]
+    asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
+    asyncio.run(publish(kafka_bootstrap, unique_topic, events))
+    client = redis.Redis.from_url(fresh_redis, decode_responses=True)
+    worker = subprocess.Popen([sys.executable, "-m", "workers.projector"],
+                              env=_env(fresh_redis, kafka_bootstrap, unique_topic),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        expected = replay(events).model_dump_json()
+        _wait_for(lambda: client.get("fs:state:a") == expected, 40, "the projection")
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=20)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        client.close()
+    output = worker.stdout.read().decode() if worker.stdout else ""
+    assert code == 0, output
+
+
+def test_cli_check_then_rebuild__zero_drift_and_switched(
+    fresh_redis: str, kafka_bootstrap: str, unique_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = StreamWriter()
+    events = [writer.create(flag_doc("a", "production")), writer.configure("a", "production", on_config(True))]
+    asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
+    asyncio.run(publish(kafka_bootstrap, unique_topic, events))
+    for name, value in _env(fresh_redis, kafka_bootstrap, unique_topic).items():
+        monkeypatch.setenv(name, value)
+    runner = CliRunner()
+
+    wiped = runner.invoke(app, ["check"])  # nothing projected yet: everything drifts
+    rebuilt = runner.invoke(app, ["rebuild"])
+    checked = runner.invoke(app, ["check", "--environment", "production"])
+
+    assert wiped.exit_code == 1 and "drift: state:a" in wiped.output
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert checked.exit_code == 0 and "no drift" in checked.output, checked.output
+    client = redis.Redis.from_url(fresh_redis, decode_responses=True)
+    try:
+        assert client.get("fs:state:a") == replay(events).model_dump_json()
+    finally:
+        client.close()

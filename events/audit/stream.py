@@ -32,6 +32,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from core.envelope import Event
 from core.errors import FlagstreamError
+from events.audit.timeindex import find_offsets
 
 __all__ = [
     "AuditLogUnavailable",
@@ -115,15 +116,17 @@ async def topic_partitions(settings: StreamSettings) -> list[int]:
 async def offsets_after(settings: StreamSettings, instant: datetime) -> dict[int, int]:
     """Per partition, the first offset whose record timestamp is later than ``instant`` (ms).
 
-    Partitions with no such record are left out (read them to the end).
+    Partitions with no such record, or whose answer the log does not confirm, are left out
+    (read them to the end).
     """
     consumer = _make_consumer(settings)
     try:
         await consumer.start()
         await consumer.topics()
         tps = [TopicPartition(settings.topic, p) for p in consumer.partitions_for_topic(settings.topic) or ()]
-        found = await consumer.offsets_for_times({tp: int(instant.timestamp() * 1000) + 1 for tp in tps})
-        return {tp.partition: hit.offset for tp, hit in found.items() if hit is not None}
+        consumer.assign(tps)
+        found = await find_offsets(consumer, tps, int(instant.timestamp() * 1000) + 1)
+        return {tp.partition: offset for tp, offset in found.items()}
     except KafkaError as e:
         raise AuditLogUnavailable(f"cannot read topic {settings.topic!r}") from e
     finally:
@@ -177,17 +180,13 @@ async def _seek_starts(
     since: datetime | None,
     start_offsets: Mapping[int, int],
 ) -> None:
+    found = {} if since is None else await find_offsets(consumer, tps, int(since.timestamp() * 1000))
     await consumer.seek_to_beginning(*tps)
-    if since is not None:
-        found = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps})
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            hit = found.get(tp)
-            # No record at or after ``since``: nothing to read before the current end.
-            consumer.seek(tp, hit.offset if hit is not None else ends[tp])
     for tp in tps:
         if tp.partition in start_offsets:
             consumer.seek(tp, start_offsets[tp.partition])
+        elif tp in found:
+            consumer.seek(tp, found[tp])
 
 
 async def _poll_until_caught_up(

@@ -36,18 +36,18 @@ PortOption = Annotated[int, typer.Option(help="API port (0 = a free port).")]
 DataDirOption = Annotated[Path, typer.Option(help="Where the local servers keep their data.")]
 
 
-def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data/run")) -> None:
-    from runtime.devstack import Stack
+def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")) -> None:
+    from runtime.devstack import open_stack
     from runtime.processes import find_free_port
+    from runtime.settings import SettingsError, load_settings
 
+    try:
+        settings = load_settings(data_dir=str(data_dir))
+    except SettingsError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from e
     typer.echo("flagstream: starting the local stack (tansu, redis-server, PostgreSQL)...", err=True)
-    stack = Stack.start(
-        data_dir,
-        durable=True,
-        database_url=os.environ.get("DATABASE_URL"),
-        redis_url=os.environ.get("REDIS_URL"),
-        kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-    )
+    stack = open_stack(settings, durable=True, stop_at_exit=True)
     children: list[subprocess.Popen[bytes]] = []
     stopping = {"flag": False}
 

@@ -66,8 +66,10 @@ def _run(*, switch: bool, environment: str | None, shadow: str) -> RebuildReport
 
 
 def _describe(report: RebuildReport) -> str:
-    return (f"{report.events} events ({report.applied} applied, {report.duplicates} duplicates) "
-            f"in {report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)")
+    return (
+        f"{report.events} events ({report.applied} applied, {report.duplicates} duplicates) "
+        f"in {report.seconds:.2f} s ({report.events_per_second:,.0f} events/s)"
+    )
 
 
 @app.command("rebuild")

@@ -149,8 +149,12 @@ class Projector:
                 self._consumer.seek(tp, record.offset)
                 raise
             if result.outcome is ApplyOutcome.BEHIND:
-                _log.warning("projector.read_model_behind", topic=tp.topic, partition=tp.partition,
-                             offset=record.offset)
+                _log.warning(
+                    "projector.read_model_behind",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=record.offset,
+                )
                 await self._seek_to_checkpoints([tp])
                 return done
             if result.outcome is ApplyOutcome.GAP:
@@ -178,14 +182,26 @@ class Projector:
         cause: BaseException | None,
     ) -> NoReturn:
         """The one place a record is declared poison (issue 4's dead-letter queue hooks in here)."""
-        _log.error("projector.poison_event", kind=kind, topic=record.topic, partition=record.partition,
-                   offset=record.offset, stream=event.flag_key if event else None,
-                   version=event.version if event else None, error=message)
+        _log.error(
+            "projector.poison_event",
+            kind=kind,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            stream=event.flag_key if event else None,
+            version=event.version if event else None,
+            error=message,
+        )
         raw = record.value if isinstance(record.value, bytes) else None
         error = PoisonEvent(
             f"{kind} record at {record.topic}[{record.partition}]@{record.offset}: {message}",
-            kind=kind, topic=record.topic, partition=record.partition, offset=record.offset,
-            stream_key=event.flag_key if event else None, version=event.version if event else None, raw=raw,
+            kind=kind,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            stream_key=event.flag_key if event else None,
+            version=event.version if event else None,
+            raw=raw,
         )
         if cause is not None:
             raise error from cause

@@ -122,8 +122,11 @@ class RedisReadModel:
             raise ApplyRejected(f"cannot apply {event.type} v{event.version} of {stream!r}: {e}") from e
 
     async def _run(self, plan: ApplyPlan, checkpoint: Checkpoint | None) -> tuple[str, int]:
-        ckpt_key = self.keys.checkpoint(checkpoint.group, checkpoint.topic, checkpoint.partition) \
-            if checkpoint is not None else self.keys.checkpoint("-", "-", 0)
+        ckpt_key = (
+            self.keys.checkpoint(checkpoint.group, checkpoint.topic, checkpoint.partition)
+            if checkpoint is not None
+            else self.keys.checkpoint("-", "-", 0)
+        )
         keys: list[str] = [self.keys.state(plan.stream_key), ckpt_key, self.keys.environments]
         args: list[str | int] = [
             plan.version,

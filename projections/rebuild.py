@@ -111,8 +111,13 @@ class ShadowRebuild:
             if not self.report.drift:
                 break
         self.report.seconds = time.monotonic() - started
-        _log.info("rebuild.done", events=self.report.events, seconds=round(self.report.seconds, 3),
-                  switched=self.report.switched, drift=len(self.report.drift))
+        _log.info(
+            "rebuild.done",
+            events=self.report.events,
+            seconds=round(self.report.seconds, 3),
+            switched=self.report.switched,
+            drift=len(self.report.drift),
+        )
         return self.report
 
     async def wipe_shadow(self) -> None:
@@ -128,9 +133,7 @@ class ShadowRebuild:
     async def catch_up(self) -> None:
         """Consume until idle and at or beyond the live projector's checkpoints."""
         while True:
-            batches = await self._consumer.getmany(
-                timeout_ms=int(self._idle * 1000), max_records=self._batch
-            )
+            batches = await self._consumer.getmany(timeout_ms=int(self._idle * 1000), max_records=self._batch)
             for tp, records in batches.items():
                 for record in records:
                     await self._apply(tp, record.offset, record.value)
@@ -223,7 +226,7 @@ class ShadowRebuild:
         ordered = sorted(streams)
         drift: list[str] = []
         for start in range(0, len(ordered), _CHUNK):
-            chunk = ordered[start:start + _CHUNK]
+            chunk = ordered[start : start + _CHUNK]
             live = await self._client.mget([self.live.state(s) for s in chunk])
             shadow = await self._client.mget([self.shadow.state(s) for s in chunk])
             drift += [f"state:{s}" for s, a, b in zip(chunk, live, shadow, strict=True) if a != b]
@@ -237,6 +240,11 @@ class ShadowRebuild:
 def _poison(kind: str, tp: TopicPartition, offset: int, event: Event | None, raw: bytes) -> PoisonEvent:
     return PoisonEvent(
         f"{kind} record at {tp.topic}[{tp.partition}]@{offset} during rebuild",
-        kind=kind, topic=tp.topic, partition=tp.partition, offset=offset,
-        stream_key=event.flag_key if event else None, version=event.version if event else None, raw=raw,
+        kind=kind,
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        stream_key=event.flag_key if event else None,
+        version=event.version if event else None,
+        raw=raw,
     )

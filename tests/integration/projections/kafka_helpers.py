@@ -29,8 +29,9 @@ async def publish(bootstrap: str, topic: str, events: Iterable[Event | bytes], k
         for item in events:
             if isinstance(item, Event):
                 headers = [("ce_type", item.type.encode()), ("fs_version", str(item.version).encode())]
-                await producer.send_and_wait(topic, item.to_json().encode(), key=item.flag_key.encode(),
-                                             headers=headers)
+                await producer.send_and_wait(
+                    topic, item.to_json().encode(), key=item.flag_key.encode(), headers=headers
+                )
             else:
                 await producer.send_and_wait(topic, item, key=key)
     finally:

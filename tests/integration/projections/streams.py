@@ -31,7 +31,9 @@ class StreamWriter:
         self._heads: dict[str, tuple[int, str]] = {}
         self._clock = 0
 
-    def next(self, stream: str, event_type: str, payload: dict[str, Any], environment: str | None = None) -> Event:
+    def next(
+        self, stream: str, event_type: str, payload: dict[str, Any], environment: str | None = None
+    ) -> Event:
         version, prev = self._heads.get(stream, (0, GENESIS_HASH))
         self._clock += 1
         event = seal(

@@ -46,8 +46,14 @@ async def client(fresh_redis: str) -> AsyncIterator[Redis]:
 
 
 def _projector(client: Redis, bootstrap: str, topic: str) -> Projector:
-    return Projector(RedisReadModel(client), bootstrap_servers=bootstrap, topic=topic, group=f"g-{topic}",
-                     session_timeout_ms=6_000, heartbeat_interval_ms=500)
+    return Projector(
+        RedisReadModel(client),
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group=f"g-{topic}",
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+    )
 
 
 async def _states(model: RedisReadModel, keys: list[str]) -> dict[str, FlagState]:

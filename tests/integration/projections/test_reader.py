@@ -17,12 +17,13 @@ from redis.asyncio import Redis
 from core.model import EnvironmentConfig, Segment
 from projections.connection import make_redis
 from projections.documents import encode_env_doc
-from projections.readmodel import RedisReadModel
 from projections.reader import EnvironmentReader
+from projections.readmodel import RedisReadModel
 from tests.integration.projections.streams import StreamWriter, flag_doc, on_config
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+StartReader = Callable[[str], Awaitable[EnvironmentReader]]
 USER = {"targetingKey": "user-1", "country": "FR"}
 
 
@@ -45,7 +46,7 @@ async def client(fresh_redis: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def reader_factory(fresh_redis: str) -> AsyncIterator[Callable[[str], Awaitable[EnvironmentReader]]]:
+async def reader_factory(fresh_redis: str) -> AsyncIterator[StartReader]:
     started: list[EnvironmentReader] = []
 
     async def start(environment: str) -> EnvironmentReader:
@@ -59,7 +60,9 @@ async def reader_factory(fresh_redis: str) -> AsyncIterator[Callable[[str], Awai
         await reader.stop()
 
 
-async def test_reader__start__loads_and_compiles_every_flag(client: Redis, reader_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reader__start__loads_and_compiles_every_flag(
+    client: Redis, reader_factory: StartReader
+) -> None:
     model, writer = RedisReadModel(client), StreamWriter()
     await model.apply(writer.create(flag_doc("a", "production")))
     await model.apply(writer.create(flag_doc("b", "production", "staging")))
@@ -74,7 +77,7 @@ async def test_reader__start__loads_and_compiles_every_flag(client: Redis, reade
     assert reader.healthy
 
 
-async def test_reader__change_notice__applies_new_version(client: Redis, reader_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reader__change_notice__applies_new_version(client: Redis, reader_factory: StartReader) -> None:
     model, writer = RedisReadModel(client), StreamWriter()
     await model.apply(writer.create(flag_doc("a", "production")))
     reader = await reader_factory("production")
@@ -86,13 +89,15 @@ async def test_reader__change_notice__applies_new_version(client: Redis, reader_
     assert reader.revision == 2
 
 
-async def test_reader__wait_for_version__false_when_never_projected(reader_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reader__wait_for_version__false_when_never_projected(reader_factory: StartReader) -> None:
     reader = await reader_factory("production")
 
     assert await reader.wait_for_version("missing", 1, within=0.3) is False
 
 
-async def test_reader__notice_missed__polling_revision_catches_up(client: Redis, reader_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reader__notice_missed__polling_revision_catches_up(
+    client: Redis, reader_factory: StartReader
+) -> None:
     model, writer = RedisReadModel(client), StreamWriter()
     await model.apply(writer.create(flag_doc("a", "production")))
     reader = await reader_factory("production")
@@ -105,11 +110,18 @@ async def test_reader__notice_missed__polling_revision_catches_up(client: Redis,
     assert reader.evaluate("a", USER, NOW).value is True
 
 
-async def test_reader__segment_changes__recompiles_rules_using_it(client: Redis, reader_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reader__segment_changes__recompiles_rules_using_it(
+    client: Redis, reader_factory: StartReader
+) -> None:
     model, writer = RedisReadModel(client), StreamWriter()
-    rule = {"id": "beta", "when": {"attribute": "targetingKey", "op": "in_segment", "values": ["testers"]},
-            "serve": {"variation": "on"}}
-    config = EnvironmentConfig.model_validate({"enabled": True, "rules": [rule], "default": {"variation": "off"}})
+    rule = {
+        "id": "beta",
+        "when": {"attribute": "targetingKey", "op": "in_segment", "values": ["testers"]},
+        "serve": {"variation": "on"},
+    }
+    config = EnvironmentConfig.model_validate(
+        {"enabled": True, "rules": [rule], "default": {"variation": "off"}}
+    )
     await model.apply(writer.create_segment(Segment(key="testers", included=("user-2",))))
     await model.apply(writer.create(flag_doc("a", "production")))
     await model.apply(writer.configure("a", "production", config))
@@ -147,7 +159,9 @@ class _RedisServer:
         log = (self.folder / "redis.log").open("ab")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -178,7 +192,10 @@ async def test_reader__redis_down__serves_snapshot_reports_staleness_then_recove
     own_redis: _RedisServer,
 ) -> None:
     writer = StreamWriter()
-    events = [writer.create(flag_doc("a", "production")), writer.configure("a", "production", on_config(True))]
+    events = [
+        writer.create(flag_doc("a", "production")),
+        writer.configure("a", "production", on_config(True)),
+    ]
     client = make_redis(own_redis.url)
     await RedisReadModel(client).apply(events[0])
     await RedisReadModel(client).apply(events[1])
@@ -194,7 +211,7 @@ async def test_reader__redis_down__serves_snapshot_reports_staleness_then_recove
 
         own_redis.start()  # empty: nothing persisted; the projector would rebuild it
         client = make_redis(own_redis.url)
-        for event in events + [writer.configure("a", "production", on_config(False))]:
+        for event in [*events, writer.configure("a", "production", on_config(False))]:
             await RedisReadModel(client).apply(event)
         await client.aclose()
 

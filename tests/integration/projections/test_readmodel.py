@@ -30,8 +30,11 @@ async def _snapshot(client: Redis) -> dict[str, object]:
     out: dict[str, object] = {}
     async for key in client.scan_iter("fs:*"):
         kind = await client.type(key)
-        out[key] = await client.hgetall(key) if kind == "hash" else (
-            sorted(await client.smembers(key)) if kind == "set" else await client.get(key))
+        out[key] = (
+            await client.hgetall(key)
+            if kind == "hash"
+            else (sorted(await client.smembers(key)) if kind == "set" else await client.get(key))
+        )
     return out
 
 
@@ -53,8 +56,10 @@ async def test_apply__next_version__writes_state_docs_rev_and_checkpoint(client:
 
 async def test_apply__duplicate_and_replay__change_nothing_but_checkpoint(client: Redis) -> None:
     model, writer = RedisReadModel(client), StreamWriter()
-    events = [writer.create(flag_doc("checkout", "production")),
-              writer.configure("checkout", "production", on_config(True))]
+    events = [
+        writer.create(flag_doc("checkout", "production")),
+        writer.configure("checkout", "production", on_config(True)),
+    ]
     for offset, event in enumerate(events):
         await model.apply(event, Checkpoint("g", "t", 0, offset))
     before = await _snapshot(client)
@@ -62,7 +67,9 @@ async def test_apply__duplicate_and_replay__change_nothing_but_checkpoint(client
     outcomes = [(await model.apply(e, Checkpoint("g", "t", 0, 0))).outcome for e in events]
 
     assert outcomes == [ApplyOutcome.DUPLICATE, ApplyOutcome.DUPLICATE]
-    assert await _snapshot(client) == before  # revision and checkpoint unchanged (checkpoint never moves back)
+    assert (
+        await _snapshot(client) == before
+    )  # revision and checkpoint unchanged (checkpoint never moves back)
 
 
 async def test_apply__duplicate_at_later_offset__moves_checkpoint_only(client: Redis) -> None:

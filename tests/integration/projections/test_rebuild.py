@@ -15,8 +15,8 @@ from projections.connection import make_redis
 from projections.documents import encode_env_doc
 from projections.errors import SwitchRefused
 from projections.projector import Projector
-from projections.readmodel import RedisReadModel
 from projections.reader import EnvironmentReader
+from projections.readmodel import RedisReadModel
 from projections.rebuild import ShadowRebuild
 from tests.integration.projections.kafka_helpers import create_topic, publish
 from tests.integration.projections.streams import StreamWriter, flag_doc, on_config
@@ -52,8 +52,14 @@ async def topic(kafka_bootstrap: str, unique_topic: str) -> AsyncIterator[str]:
 
 
 async def _project_live(client: Redis, bootstrap: str, topic: str, events: list[Event]) -> None:
-    projector = Projector(RedisReadModel(client), bootstrap_servers=bootstrap, topic=topic, group="live",
-                          session_timeout_ms=6_000, heartbeat_interval_ms=500)
+    projector = Projector(
+        RedisReadModel(client),
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group="live",
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+    )
     expected = _expected(events)
 
     async def caught_up() -> bool:
@@ -70,7 +76,9 @@ def _rebuild(client: Redis, bootstrap: str, topic: str) -> ShadowRebuild:
     return ShadowRebuild(client, bootstrap_servers=bootstrap, topic=topic, group="live", idle=0.3)
 
 
-async def test_check__live_projection_from_same_log__zero_drift(client: Redis, kafka_bootstrap: str, topic: str) -> None:
+async def test_check__live_projection_from_same_log__zero_drift(
+    client: Redis, kafka_bootstrap: str, topic: str
+) -> None:
     events = _history()
     await publish(kafka_bootstrap, topic, events)
     await _project_live(client, kafka_bootstrap, topic, events)
@@ -89,7 +97,9 @@ async def test_check__tampered_live_document__reported_as_drift(
     events = _history()
     await publish(kafka_bootstrap, topic, events)
     await _project_live(client, kafka_bootstrap, topic, events)
-    await client.hset("fs:env:staging:flags", "flag-2", encode_env_doc(flag_doc("flag-2", "staging"), "staging", 99))
+    await client.hset(
+        "fs:env:staging:flags", "flag-2", encode_env_doc(flag_doc("flag-2", "staging"), "staging", 99)
+    )
 
     async with _rebuild(client, kafka_bootstrap, topic) as rebuild:
         report = await rebuild.run(switch=False, attempts=1)
@@ -106,8 +116,11 @@ async def test_rebuild__corrupted_live_model__switch_restores_replay_and_readers
     reader = EnvironmentReader(fresh_redis, "production", poll_interval=0.2)
     await reader.start()
     served_before = reader.evaluate("flag-1", USER, NOW).value
-    await client.hset("fs:env:production:flags", "flag-1",
-                      encode_env_doc(flag_doc("flag-1", "production"), "production", 99))
+    await client.hset(
+        "fs:env:production:flags",
+        "flag-1",
+        encode_env_doc(flag_doc("flag-1", "production"), "production", 99),
+    )
     await client.incr("fs:env:production:rev")
     await client.delete("fs:state:flag-3")
     assert await reader.wait_for_version("flag-1", 99, within=5.0)  # the reader sees the corruption

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,12 +23,17 @@ pytestmark = pytest.mark.integration
 
 
 def _env(redis_url: str, bootstrap: str, topic: str) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "FLAGSTREAM_FLAG_EVENTS_TOPIC": topic, "FLAGSTREAM_PROJECTOR_GROUP": f"g-{topic}",
-            "FLAGSTREAM_DATA_DIR": "/nonexistent-flagstream-data"}
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "FLAGSTREAM_FLAG_EVENTS_TOPIC": topic,
+        "FLAGSTREAM_PROJECTOR_GROUP": f"g-{topic}",
+        "FLAGSTREAM_DATA_DIR": "/nonexistent-flagstream-data",
+    }
 
 
-def _wait_for(condition, within: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -43,9 +49,12 @@ def test_projector_worker__sigterm__projects_then_exits_zero(
     asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
     asyncio.run(publish(kafka_bootstrap, unique_topic, events))
     client = redis.Redis.from_url(fresh_redis, decode_responses=True)
-    worker = subprocess.Popen([sys.executable, "-m", "workers.projector"],
-                              env=_env(fresh_redis, kafka_bootstrap, unique_topic),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workers.projector"],
+        env=_env(fresh_redis, kafka_bootstrap, unique_topic),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         expected = replay(events).model_dump_json()
         _wait_for(lambda: client.get("fs:state:a") == expected, 40, "the projection")
@@ -63,7 +72,10 @@ def test_cli_check_then_rebuild__zero_drift_and_switched(
     fresh_redis: str, kafka_bootstrap: str, unique_topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = StreamWriter()
-    events = [writer.create(flag_doc("a", "production")), writer.configure("a", "production", on_config(True))]
+    events = [
+        writer.create(flag_doc("a", "production")),
+        writer.configure("a", "production", on_config(True)),
+    ]
     asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
     asyncio.run(publish(kafka_bootstrap, unique_topic, events))
     for name, value in _env(fresh_redis, kafka_bootstrap, unique_topic).items():

@@ -4,7 +4,7 @@ All metrics live in one module-level :data:`REGISTRY` (a dedicated ``CollectorRe
 not prometheus_client's global default), so ``/metrics`` and the workers' metrics ports
 export exactly the platform's metrics plus the process/platform/GC collectors registered
 below, and third-party libraries cannot collide with our names. Callers record through the
-small helpers (``observe_http``, ``record_command`` ...) rather than touching the metric
+small helpers (``observe_http``, ``observe_command`` ...) rather than touching the metric
 objects, so label names and values stay consistent. Names follow Prometheus conventions:
 ``flagstream_`` prefix, base units (seconds), ``_total`` counters, ``_seconds`` histograms.
 
@@ -15,6 +15,7 @@ objects, so label names and values stay consistent. Names follow Prometheus conv
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 from wsgiref.simple_server import WSGIServer
@@ -279,7 +280,7 @@ def record_breaker_transition(breaker: str, state: BreakerState) -> None:
     BREAKER_TRANSITIONS.labels(breaker, state).inc()
 
 
-def set_dead_letters(stage: str, counts: dict[str, int], oldest_age_seconds: float) -> None:
+def set_dead_letters(stage: str, counts: Mapping[str, int], oldest_age_seconds: float) -> None:
     """Replace the parked dead-letter gauges of ``stage`` with ``counts`` (error class → count)."""
     seen = _dead_letter_classes.setdefault(stage, set())
     for error_class in seen - counts.keys():

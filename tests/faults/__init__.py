@@ -1,0 +1,1 @@
+"""Fault injection for the fault tests: :class:`tests.faults.proxy.FaultProxy`."""

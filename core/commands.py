@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.events import AlertInfo
+from core.events import METADATA_FIELDS, AlertInfo
 from core.model import (
     ENVIRONMENT_PATTERN,
     FLAG_KEY_PATTERN,
@@ -99,10 +99,9 @@ class UpdateFlagMetadata(FlagCommand):
 
     def changed_fields(self) -> dict[str, Any]:
         """The metadata fields this command sets, with their new values (models, not JSON)."""
-        names = ("name", "description", "tags", "owner", "temporary", "variations")
         return {
             name: getattr(self, name)
-            for name in names
+            for name in sorted(METADATA_FIELDS)
             if name in self.model_fields_set and (getattr(self, name) is not None or name == "owner")
         }
 

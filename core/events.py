@@ -23,7 +23,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from core.diff import Change
 from core.envelope import EventDraft
@@ -31,6 +31,7 @@ from core.errors import MalformedEvent, UnknownEventType, UnsupportedSchemaVersi
 from core.model import EnvironmentConfig, Flag, Segment
 
 __all__ = [
+    "METADATA_FIELDS",
     "PAYLOAD_TYPES",
     "AlertInfo",
     "EnvironmentChangedPayload",
@@ -102,12 +103,24 @@ class FlagCreatedPayload(Payload):
     flag: Flag
 
 
+METADATA_FIELDS = frozenset({"name", "description", "tags", "owner", "temporary", "variations"})
+"""The flag fields a ``FlagMetadataUpdated`` event may change (never key, kind, environments, archived)."""
+
+
 class FlagMetadataUpdatedPayload(Payload):
-    """``changes``: the new value of each changed top-level flag field (JSON)."""
+    """``changes``: the new value of each changed metadata field (JSON)."""
 
     event_type = EventType.FLAG_METADATA_UPDATED
     changes: dict[str, JsonValue]
     diff: tuple[Change, ...] = ()
+
+    @field_validator("changes")
+    @classmethod
+    def _only_metadata(cls, changes: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        others = sorted(set(changes) - METADATA_FIELDS)
+        if others:
+            raise ValueError(f"not metadata fields: {', '.join(others)}")
+        return changes
 
 
 class EnvironmentChangedPayload(Payload):

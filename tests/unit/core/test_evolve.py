@@ -106,8 +106,16 @@ def test_evolve__environment_event_without_environment__raises_malformed_event()
 
 def test_evolve__metadata_change_that_does_not_fit__raises_malformed_event() -> None:
     stream = created()
-    draft = EventDraft(type="FlagMetadataUpdated", payload={"changes": {"kind": "number"}, "diff": []})
+    changes = {"variations": [{"key": "on", "value": "yes"}]}  # a string value for a boolean flag
+    draft = EventDraft(type="FlagMetadataUpdated", payload={"changes": changes, "diff": []})
     with pytest.raises(MalformedEvent, match="cannot apply"):
+        evolve(stream.state, seal_next(draft, "f", 2, stream.state.last_hash))
+
+
+def test_evolve__metadata_event_changing_key_or_environments__raises_malformed_event() -> None:
+    stream = created()
+    draft = EventDraft(type="FlagMetadataUpdated", payload={"changes": {"key": "g", "environments": {}}})
+    with pytest.raises(MalformedEvent, match="not metadata fields: environments, key"):
         evolve(stream.state, seal_next(draft, "f", 2, stream.state.last_hash))
 
 

@@ -27,7 +27,7 @@ _OPTIONAL_ROUTERS = ("api.routes.audit", "api.routes.deadletters", "api.routes.a
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     resolved = settings or load_settings()
-    configure_logging(resolved.log_level)
+    configure_logging(resolved.log_level, json=resolved.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

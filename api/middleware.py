@@ -16,6 +16,8 @@ import structlog
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from monitoring import metrics
+
 __all__ = ["RequestContextMiddleware", "current_request_id"]
 
 log = structlog.get_logger("api.http")
@@ -115,8 +117,6 @@ class RequestContextMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        from monitoring import metrics
-
         route = _route_template(scope)
         metrics.observe_http(route, scope.get("method", "GET"), status, seconds)
 
@@ -132,5 +132,5 @@ def _route_template(scope: Scope) -> str:
     for candidate in getattr(router, "routes", ()):
         match, _ = candidate.matches(scope)
         if match is Match.FULL:
-            return str(getattr(candidate, "path", "unmatched"))
-    return "unmatched"
+            return str(getattr(candidate, "path", metrics.UNMATCHED_ROUTE))
+    return metrics.UNMATCHED_ROUTE

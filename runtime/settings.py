@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     relay_breaker_fail_max: int = Field(default=5, ge=1)
     relay_breaker_reset_seconds: float = Field(default=5.0, gt=0)
 
+    # -- workers ---------------------------------------------------------------------------------
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # a worker's /metrics port; 0 = not served
+    shutdown_grace_seconds: float = Field(default=15.0, gt=0)
+
+    # -- rollback worker --------------------------------------------------------------------------
+    rollback_lookback_seconds: float = Field(default=1800.0, gt=0)
+    rollback_default_confirmation_seconds: float = Field(default=60.0, ge=0)
+    rollback_dry_run: bool = False
+
     # -- local stack -----------------------------------------------------------------------------
     data_dir: str = ".runtime-data"
 

@@ -55,7 +55,7 @@ async def evaluate(
     else:
         results = {key: reader.evaluate(key, body.context, now) for key in body.flags}
     for key, result in results.items():
-        metrics.record_evaluation(key, body.environment, str(result.reason))
+        metrics.record_evaluation(key, body.environment, str(result.reason), result.error_code)
     return EvaluateResponse(
         environment=body.environment,
         results={k: _out(r) for k, r in results.items()},

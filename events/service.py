@@ -24,18 +24,19 @@ from uuid import UUID
 import structlog
 
 from core.commands import (
+    ArchiveSegment,
     Command,
     FlagCommand,
     RollBackEnvironment,
     SegmentCommand,
 )
-from core.conditions import iter_clauses, segment_references
+from core.conditions import iter_clauses
 from core.decide import decide, decide_segment
 from core.envelope import SEGMENT_STREAM_PREFIX, Event, EventDraft, seal
 from core.errors import InvalidCommand, VersionConflict
 from core.events import AlertInfo
 from core.evolve import replay, replay_segment
-from core.model import EnvironmentConfig, Flag, Operator, Rule
+from core.model import EnvironmentConfig, Flag, Operator, Rule, Segment
 from core.state import Catalog, FlagState, SegmentState
 from events.errors import DuplicateIdempotencyKey
 from events.idempotency import IdempotencyRecord, IdempotencyWrite, replay_response
@@ -274,16 +275,21 @@ class CommandService:
         return await self._catalog(segments, prerequisites, exclude=command.flag_key)
 
     async def _segment_catalog(self, command: SegmentCommand, state: SegmentState) -> Catalog:
-        if type(command).__name__ != "ArchiveSegment":
-            return Catalog()
-        users: set[str] = set()
-        for key in await self._store.stream_keys():
+        """Every live segment (segments reference segments; cycles and users are checked), and for an
+        archive also every flag, to refuse archiving a segment still in use."""
+        keys = await self._store.stream_keys()
+        segments: list[Segment] = []
+        flags: list[Flag] = []
+        for key in keys:
             if key.startswith(SEGMENT_STREAM_PREFIX):
-                continue
-            flag = (await self.load_flag(key)).flag
-            if flag is not None and not flag.archived and command.segment_key in segment_references(flag):
-                users.add(key)
-        return Catalog(segment_users={command.segment_key: frozenset(users)})
+                segment = (await self.load_segment(key.removeprefix(SEGMENT_STREAM_PREFIX))).segment
+                if segment is not None:
+                    segments.append(segment)
+            elif isinstance(command, ArchiveSegment) and ":" not in key:
+                flag = (await self.load_flag(key)).flag
+                if flag is not None:
+                    flags.append(flag)
+        return Catalog.build(flags, segments)
 
     async def _catalog(self, segments: set[str], prerequisites: set[str], *, exclude: str) -> Catalog:
         live_segments: set[str] = set()

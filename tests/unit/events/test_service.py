@@ -44,7 +44,8 @@ async def test_execute__create_then_enable__events_chained_with_actor_and_correl
 
     created = await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
     configured = await service.execute(
-        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config(enabled=False)), META
+        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config(enabled=False)),
+        META,
     )
     enabled = await service.execute(EnableFlag(flag_key="checkout", environment="production"), META)
 
@@ -95,18 +96,28 @@ async def test_execute__same_idempotency_key_other_body__rejected() -> None:
     await service.execute(CreateFlag(flag=Flag(key="checkout")), CommandMeta("alice", None, None, "k1", "h1"))
 
     with pytest.raises(IdempotencyKeyReused):
-        await service.execute(CreateFlag(flag=Flag(key="other")), CommandMeta("alice", None, None, "k1", "h2"))
+        await service.execute(
+            CreateFlag(flag=Flag(key="other")), CommandMeta("alice", None, None, "k1", "h2")
+        )
 
 
 async def test_execute__rule_names_unknown_segment__invalid_configuration_with_path() -> None:
     service, _ = _service()
     await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
-    config = _config(rules=[{"id": "beta", "when": {"attribute": "user", "op": "in_segment", "values": ["beta"]},
-                             "serve": {"variation": "on"}}])
+    config = _config(
+        rules=[
+            {
+                "id": "beta",
+                "when": {"attribute": "user", "op": "in_segment", "values": ["beta"]},
+                "serve": {"variation": "on"},
+            }
+        ]
+    )
 
     with pytest.raises(InvalidConfiguration) as caught:
-        await service.execute(SetEnvironmentConfig(flag_key="checkout", environment="production", config=config),
-                              META)
+        await service.execute(
+            SetEnvironmentConfig(flag_key="checkout", environment="production", config=config), META
+        )
 
     assert any("rules[0]" in d["path"] for d in caught.value.details)
 
@@ -115,9 +126,18 @@ async def test_execute__segment_exists__rule_accepted_and_archive_refused_while_
     service, _ = _service()
     await service.execute(CreateSegment(segment=Segment(key="beta", included=("u1",))), META)
     await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
-    config = _config(rules=[{"id": "beta", "when": {"attribute": "user", "op": "in_segment", "values": ["beta"]},
-                             "serve": {"variation": "on"}}])
-    await service.execute(SetEnvironmentConfig(flag_key="checkout", environment="production", config=config), META)
+    config = _config(
+        rules=[
+            {
+                "id": "beta",
+                "when": {"attribute": "user", "op": "in_segment", "values": ["beta"]},
+                "serve": {"variation": "on"},
+            }
+        ]
+    )
+    await service.execute(
+        SetEnvironmentConfig(flag_key="checkout", environment="production", config=config), META
+    )
 
     with pytest.raises(SegmentInUse):
         await service.execute(ArchiveSegment(segment_key="beta"), META)
@@ -132,14 +152,17 @@ async def test_execute__prerequisite_cycle__refused() -> None:
     await service.execute(SetEnvironmentConfig(flag_key="a", environment="production", config=needs_b), META)
 
     with pytest.raises(InvalidConfiguration):
-        await service.execute(SetEnvironmentConfig(flag_key="b", environment="production", config=needs_a), META)
+        await service.execute(
+            SetEnvironmentConfig(flag_key="b", environment="production", config=needs_a), META
+        )
 
 
 async def test_rollback_command__restores_config_at_version_and_lists_undone_versions() -> None:
     service, store = _service()
     await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
     await service.execute(
-        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config(enabled=False)), META
+        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config(enabled=False)),
+        META,
     )
     await service.execute(EnableFlag(flag_key="checkout", environment="production"), META)
 
@@ -165,3 +188,14 @@ async def test_execute__absent_flag__not_found() -> None:
 
     with pytest.raises(FlagNotFound):
         await service.execute(EnableFlag(flag_key="ghost", environment="production"), META)
+
+
+async def test_execute__segment_referencing_segment__accepted_and_archive_of_used_segment_refused() -> None:
+    service, _ = _service()
+    await service.execute(CreateSegment(segment=Segment(key="staff", included=("u1",))), META)
+    nested = Segment(key="beta", when={"attribute": "user", "op": "in_segment", "values": ["staff"]})
+
+    await service.execute(CreateSegment(segment=nested), META)
+
+    with pytest.raises(SegmentInUse):
+        await service.execute(ArchiveSegment(segment_key="staff"), META)

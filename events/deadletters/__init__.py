@@ -15,6 +15,7 @@ from __future__ import annotations
 from events.deadletters.models import (
     MAX_PAGE,
     STAGES,
+    WAITING,
     DeadLetter,
     DeadLetterFilter,
     DeadLetterNotFound,
@@ -31,6 +32,7 @@ from events.deadletters.store import DeadLetterStore
 __all__ = [
     "MAX_PAGE",
     "STAGES",
+    "WAITING",
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetterNotFound",

@@ -15,6 +15,7 @@ from events.resilience.classify import describe_error
 __all__ = [
     "MAX_PAGE",
     "STAGES",
+    "WAITING",
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetterNotFound",
@@ -31,6 +32,8 @@ Stage = Literal["relay", "projector", "rollback"]
 DeadLetterStatus = Literal["parked", "redriven", "purged"]
 STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
 MAX_PAGE: Final = 500
+WAITING: Final = "WaitingBehindDeadLetter"
+"""``error_class`` of a letter parked only because an earlier event of its flag is dead-lettered."""
 
 
 class DeadLetterNotFound(FlagstreamError):
@@ -94,6 +97,20 @@ class NewDeadLetter:
         )
 
     @classmethod
+    def waiting(cls, stage: Stage, event: Event, *, kafka: KafkaCoordinates | None = None) -> NewDeadLetter:
+        """``event`` is fine but must wait behind an earlier dead letter of its flag (ordering rule)."""
+        return cls(
+            stage=stage,
+            flag_key=event.flag_key,
+            version=event.version,
+            event_id=event.event_id,
+            event_body=event.to_json(),
+            error_class=WAITING,
+            error_message=f"waits behind an earlier dead letter of {event.flag_key!r} at stage {stage}",
+            kafka=kafka,
+        )
+
+    @classmethod
     def for_record(
         cls,
         stage: Stage,
@@ -149,6 +166,16 @@ class DeadLetter:
     resolved_at: datetime | None
     resolved_by: str | None
     resolve_reason: str | None
+    reprocessed_at: datetime | None  # a redriven letter the stage has processed again
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.error_class == WAITING
+
+    @property
+    def is_blocker(self) -> bool:
+        """A parked letter that failed for its own sake: an operator must redrive or purge it."""
+        return self.status == "parked" and not self.is_waiting
 
 
 @dataclass(frozen=True, slots=True)

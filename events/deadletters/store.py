@@ -5,13 +5,14 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 
 from core.errors import FlagstreamError
 from events.deadletters.models import (
     MAX_PAGE,
+    WAITING,
     DeadLetter,
     DeadLetterFilter,
     DeadLetterNotFound,
@@ -34,10 +35,12 @@ INSERT INTO dead_letters AS d (stage, dedup_key, flag_key, version, event_id, ev
     kafka_topic, kafka_partition, kafka_offset)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now()), coalesce($11, now()), $12, $13, $14)
 ON CONFLICT (stage, dedup_key) WHERE status = 'parked' DO UPDATE SET
-    attempts = d.attempts + EXCLUDED.attempts,
+    attempts = CASE WHEN EXCLUDED.error_class = $15 THEN d.attempts
+                    WHEN d.error_class = $15 THEN EXCLUDED.attempts
+                    ELSE d.attempts + EXCLUDED.attempts END,
     last_failed_at = greatest(d.last_failed_at, EXCLUDED.last_failed_at),
-    error_class = EXCLUDED.error_class,
-    error_message = EXCLUDED.error_message,
+    error_class = CASE WHEN EXCLUDED.error_class = $15 THEN d.error_class ELSE EXCLUDED.error_class END,
+    error_message = CASE WHEN EXCLUDED.error_class = $15 THEN d.error_message ELSE EXCLUDED.error_message END,
     event_body = coalesce(d.event_body, EXCLUDED.event_body),
     raw_record = coalesce(d.raw_record, EXCLUDED.raw_record),
     kafka_topic = coalesce(EXCLUDED.kafka_topic, d.kafka_topic),
@@ -47,12 +50,32 @@ RETURNING *, (xmax = 0) AS inserted"""
 _RESOLVE = """
 UPDATE dead_letters SET status = $2, resolved_at = now(), resolved_by = $3, resolve_reason = $4
  WHERE id = $1 AND status = 'parked' RETURNING *"""
+_BLOCKING: Final = "(status = 'parked' OR (status = 'redriven' AND reprocessed_at IS NULL))"
+_BLOCKED = f"""
+SELECT DISTINCT flag_key FROM dead_letters WHERE stage = $1 AND flag_key IS NOT NULL AND {_BLOCKING}"""
+_RELEASABLE = """
+SELECT * FROM dead_letters d
+ WHERE d.stage = $1
+   AND ((d.status = 'redriven' AND d.reprocessed_at IS NULL) OR (d.status = 'parked' AND d.error_class = $2))
+   AND NOT EXISTS (SELECT 1 FROM dead_letters b
+                    WHERE b.stage = d.stage AND b.flag_key IS NOT DISTINCT FROM d.flag_key
+                      AND b.status = 'parked' AND b.error_class <> $2)
+ ORDER BY d.flag_key, d.version NULLS FIRST, d.id
+ LIMIT $3"""
+_REPROCESSED = """
+UPDATE dead_letters SET reprocessed_at = now(), status = 'redriven',
+       resolved_at = CASE WHEN status = 'parked' THEN now() ELSE resolved_at END,
+       resolved_by = CASE WHEN status = 'parked' THEN 'system' ELSE resolved_by END,
+       resolve_reason = CASE WHEN status = 'parked' THEN $3 ELSE resolve_reason END
+ WHERE id = $1
+   AND ((status = 'redriven' AND reprocessed_at IS NULL) OR (status = 'parked' AND error_class = $2))
+RETURNING *"""
 _STATS = """
 SELECT stage, error_class, count(*) AS n, extract(epoch FROM now() - min(first_failed_at))::float8 AS age
   FROM dead_letters WHERE status = 'parked' GROUP BY stage, error_class"""
-_BLOCKED_COUNTS = """
+_BLOCKED_COUNTS = f"""
 SELECT stage, count(DISTINCT flag_key) AS n FROM dead_letters
- WHERE status = 'parked' AND flag_key IS NOT NULL GROUP BY stage"""
+ WHERE flag_key IS NOT NULL AND {_BLOCKING} GROUP BY stage"""
 
 
 @contextmanager
@@ -90,6 +113,7 @@ def _to_letter(row: Mapping[str, Any]) -> DeadLetter:
         resolved_at=row["resolved_at"],
         resolved_by=row["resolved_by"],
         resolve_reason=row["resolve_reason"],
+        reprocessed_at=row["reprocessed_at"],
     )
 
 
@@ -143,6 +167,7 @@ class DeadLetterStore:
                 topic,
                 partition,
                 offset,
+                WAITING,
             )
         if row["inserted"]:
             _record_parked(letter.stage, letter.error_class)
@@ -182,14 +207,31 @@ class DeadLetterStore:
         return sorted((_to_letter(r) for r in rows), key=lambda letter: letter.id)
 
     async def blocked_flags(self, stage: Stage) -> set[str]:
-        """Flags with a parked letter at ``stage``: their later events must wait behind it."""
+        """Flags whose later events must wait at ``stage``: they have a parked letter (blocker or
+        waiting) or a redriven one the stage has not processed again yet."""
         with _translated("blocked_flags"):
-            rows = await self._pool.fetch(
-                "SELECT DISTINCT flag_key FROM dead_letters "
-                "WHERE status = 'parked' AND stage = $1 AND flag_key IS NOT NULL",
-                stage,
-            )
+            rows = await self._pool.fetch(_BLOCKED, stage)
         return {r["flag_key"] for r in rows}
+
+    async def releasable(self, stage: Stage, *, limit: int = 100) -> builtins.list[DeadLetter]:
+        """What ``stage`` must process again, in order: redriven letters not yet reprocessed and
+        waiting letters, of flags that no longer have a blocker — by flag, then version."""
+        with _translated("releasable"):
+            rows = await self._pool.fetch(_RELEASABLE, stage, WAITING, min(limit, MAX_PAGE))
+        return [_to_letter(r) for r in rows]
+
+    async def mark_reprocessed(self, letter_id: int) -> DeadLetter:
+        """The stage processed a released letter successfully (a waiting one becomes redriven by
+        ``system``). Its flag unblocks when nothing else of it is parked or pending."""
+        reason = "released: nothing blocks its flag any more"
+        with _translated("mark_reprocessed"):
+            row = await self._pool.fetchrow(_REPROCESSED, letter_id, WAITING, reason)
+        if row is None:
+            current = await self.get(letter_id)
+            raise DeadLetterResolved(
+                f"dead letter {letter_id} ({current.status}) is not waiting to be reprocessed"
+            )
+        return _to_letter(row)
 
     async def stats(self) -> DeadLetterStats:
         with _translated("stats"):

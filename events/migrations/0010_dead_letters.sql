@@ -25,16 +25,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     resolved_at     timestamptz,
     resolved_by     text,
     resolve_reason  text,
+    reprocessed_at  timestamptz,            -- a redriven letter the stage has processed again
     CONSTRAINT dead_letters_resolution CHECK ((status = 'parked') = (resolved_at IS NULL)),
     CONSTRAINT dead_letters_resolver CHECK (status = 'parked' OR resolved_by IS NOT NULL),
-    CONSTRAINT dead_letters_purge_reason CHECK (status <> 'purged' OR length(resolve_reason) > 0)
+    CONSTRAINT dead_letters_purge_reason CHECK (status <> 'purged' OR length(resolve_reason) > 0),
+    CONSTRAINT dead_letters_reprocessed CHECK (reprocessed_at IS NULL OR status = 'redriven')
 );
 
 -- One parked letter per failed thing and stage: parking it again counts an attempt (upsert).
 CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_parked_once
     ON dead_letters (stage, dedup_key) WHERE status = 'parked';
--- The ordering rule: "which flags are blocked at this stage" and "what blocks this flag".
-CREATE INDEX IF NOT EXISTS dead_letters_parked_by_flag
-    ON dead_letters (stage, flag_key, id) WHERE status = 'parked';
+-- The ordering rule: a flag is blocked at a stage while it has a parked letter or a redriven one
+-- not yet processed again; these are also the letters a stage releases, in version order.
+CREATE INDEX IF NOT EXISTS dead_letters_blocking_by_flag
+    ON dead_letters (stage, flag_key, version, id)
+    WHERE status = 'parked' OR (status = 'redriven' AND reprocessed_at IS NULL);
 -- Operators' listing: by status, paginated by id.
 CREATE INDEX IF NOT EXISTS dead_letters_status_id ON dead_letters (status, id);

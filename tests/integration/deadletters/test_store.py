@@ -216,16 +216,17 @@ async def test_mark_purged__needs_a_reason__recorded(store: DeadLetterStore) -> 
     assert (purged.status, purged.resolve_reason) == ("purged", "poison from a retired producer")
 
 
-async def test_blocked_flags__until_every_letter_of_the_flag_is_resolved(store: DeadLetterStore) -> None:
-    first = await store.park(a_letter("projector", "checkout", 3))
-    waiting = await store.park(a_letter("projector", "checkout", 4))
+async def test_blocked_flags__until_resolved_and_reprocessed__per_stage(store: DeadLetterStore) -> None:
+    blocker = await store.park(a_letter("projector", "checkout", 3))
+    other = await store.park(a_letter("projector", "pricing", 1))
     await store.park(a_letter("relay", "search", 1))
-    assert await store.blocked_flags("projector") == {"checkout"}
+    assert await store.blocked_flags("projector") == {"checkout", "pricing"}
     assert await store.blocked_flags("relay") == {"search"}
     assert await store.blocked_flags("rollback") == set()
-    await store.mark_redriven(first.id, by="ops")
-    assert await store.blocked_flags("projector") == {"checkout"}
-    await store.mark_purged(waiting.id, by="ops", reason="superseded")
+    await store.mark_redriven(blocker.id, by="ops")
+    assert await store.blocked_flags("projector") == {"checkout", "pricing"}  # redriven, not yet redone
+    await store.mark_reprocessed(blocker.id)
+    await store.mark_purged(other.id, by="ops", reason="superseded")
     assert await store.blocked_flags("projector") == set()
     assert await store.blocked_flags("relay") == {"search"}
 
@@ -240,8 +241,8 @@ async def test_mark_redriven_matching__only_parked_matches_oldest_first(store: D
     )
     assert [lt.id for lt in done] == [a1.id, a2.id]
     assert all(lt.status == "redriven" and lt.resolved_by == "ops" for lt in done)
-    assert await store.blocked_flags("projector") == {"b"}
-    assert await store.blocked_flags("relay") == {"a"}
+    still_parked = (await store.list()).items
+    assert [(lt.stage, lt.flag_key) for lt in still_parked] == [("projector", "b"), ("relay", "a")]
     assert (
         await store.mark_redriven_matching(DeadLetterFilter(stage="projector", flag_key="a"), by="ops") == []
     )

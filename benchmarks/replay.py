@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -145,7 +146,8 @@ async def copy_to_postgres(url: str, events: int, flags: int) -> None:
     """The same log (generation is deterministic) into the ``events`` table, COPY in chunks."""
     await apply_migrations(url)
     conn = await asyncpg.connect(url)
-    columns = ["event_id", "flag_key", "version", "type", "environment", "occurred_at", "actor", "hash", "body"]
+    columns = ["event_id", "flag_key", "version", "type", "environment", "occurred_at", "actor", "hash",
+               "body"]
     try:
         chunk: list[tuple[Any, ...]] = []
         for _, body, fields in generate(events, flags):
@@ -180,8 +182,8 @@ async def _timed(label: str, events: int, run: Callable[[], Awaitable[Any]]) -> 
     started = time.perf_counter()
     result = await run()
     elapsed = time.perf_counter() - started
-    print(f"{label:<34} {elapsed:8.2f} s  {events / elapsed:>10,.0f} events/s  peak RSS {_maxrss_mb():7.1f} MB",
-          flush=True)
+    print(f"{label:<36} {elapsed:8.2f} s  {events / elapsed:>10,.0f} events/s  "
+          f"peak RSS {_maxrss_mb():7.1f} MB", flush=True)
     return result
 
 
@@ -205,12 +207,16 @@ async def main(args: argparse.Namespace) -> None:
     await _timed("rebuild (replay + evolve)", args.events, lambda: rebuild_by_evolve(settings))
     report = await _timed("verify (Kafka)", args.events, lambda: verify_log(settings))
     print(f"  -> ok={report.ok} streams={report.streams} discrepancies={report.discrepancies}")
+    if args.workers > 1:
+        report = await _timed(f"verify (Kafka, {args.workers} processes)", args.events,
+                              lambda: verify_log(settings, workers=args.workers))
+        print(f"  -> ok={report.ok} streams={report.streams} discrepancies={report.discrepancies}")
     if args.database_url:
         async for database in _fresh_database(args.database_url):
             await _timed("generate + copy to Postgres", args.events,
-                         lambda: copy_to_postgres(database, args.events, args.flags))
-            report = await _timed("verify (Kafka + Postgres)", args.events,
-                                  lambda: verify_log(settings, database_url=database))
+                         partial(copy_to_postgres, database, args.events, args.flags))
+            report = await _timed(f"verify (Kafka + Postgres, {args.workers} proc.)", args.events,
+                                  partial(verify_log, settings, database_url=database, workers=args.workers))
             print(f"  -> ok={report.ok} postgres_rows={report.postgres_rows} first={report.first}")
     instant = START + timedelta(milliseconds=args.events // 2)
     snapshot = await _timed("as-of production (full read)", args.events,
@@ -224,10 +230,12 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--flags", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2, help="processes for the parallel verify")
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()

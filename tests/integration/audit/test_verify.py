@@ -111,3 +111,24 @@ async def test_verify__postgres_row_without_kafka_copy__missing_in_kafka(
 
     assert report.first is not None
     assert (report.first.problem, report.first.version) == ("missing_in_kafka", 4)
+
+
+async def test_verify__two_worker_processes__same_verdicts_as_one(
+    kafka_bootstrap: str, unique_topic: str, fresh_database: str
+) -> None:
+    stories = [apply_commands(f"flag-{i}", checkout_story(f"flag-{i}"))[0] for i in range(6)]
+    body = orjson.loads(stories[4][1].to_json())
+    body["actor"] = "mallory"
+    forged = (stories[4][1].flag_key, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    await create_topic(kafka_bootstrap, unique_topic)
+    await produce(kafka_bootstrap, unique_topic,
+                  [e for s in stories[:4] for e in s] + [stories[4][0], forged, *stories[4][2:]])
+    await store(fresh_database, [e for s in stories for e in s])
+    settings = _settings(kafka_bootstrap, unique_topic)
+
+    one = await verify_log(settings, database_url=fresh_database)
+    two = await verify_log(settings, database_url=fresh_database, workers=2)
+
+    assert two.first == one.first and two.discrepancies == one.discrepancies
+    assert (two.kafka_events, two.postgres_rows, two.streams) == (one.kafka_events, one.postgres_rows, 5)
+    assert one.first is not None and (one.first.problem, one.first.flag_key) == ("tampered", "flag-4")

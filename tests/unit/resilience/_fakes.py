@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from events.resilience import AsyncCircuitBreaker, BreakerState
+
 
 class FakeClock:
     def __init__(self, start: float = 1000.0) -> None:
@@ -28,3 +30,8 @@ async def wait_until(condition: Callable[[], bool], *, within: float = 2.0) -> N
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - polls state owned by the code under test
             await asyncio.sleep(0.001)
+
+
+def state_of(breaker: AsyncCircuitBreaker) -> BreakerState:
+    """Read the state afresh (keeps mypy from narrowing a property across awaits)."""
+    return breaker.state

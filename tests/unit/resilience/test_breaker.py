@@ -9,7 +9,7 @@ import redis.exceptions as redis_errors
 from core.errors import MalformedEvent
 from events.resilience import AsyncCircuitBreaker, BreakerState, CircuitOpen
 from monitoring.metrics import REGISTRY
-from tests.unit.resilience._fakes import FakeClock, wait_until
+from tests.unit.resilience._fakes import FakeClock, state_of, wait_until
 
 
 class Dependency:
@@ -51,11 +51,6 @@ async def _fail_times(breaker: AsyncCircuitBreaker, dep: Dependency, n: int) -> 
     for _ in range(n):
         with pytest.raises(type(dep.error)):
             await breaker.call(dep)
-
-
-def state_of(breaker: AsyncCircuitBreaker) -> BreakerState:
-    """Read the state afresh (keeps mypy from narrowing a property across awaits)."""
-    return breaker.state
 
 
 async def _open(breaker: AsyncCircuitBreaker, dep: Dependency) -> None:

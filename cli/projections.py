@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from core.errors import FlagstreamError
 from projections.connection import make_redis
-from projections.errors import PoisonEvent, ReadModelUnavailable
 from projections.keys import Keyspace
 from projections.rebuild import DEFAULT_SHADOW, RebuildReport, ShadowRebuild
 from runtime.settings import Settings, SettingsError, load_settings
@@ -60,7 +60,7 @@ def _run(*, switch: bool, environment: str | None, shadow: str) -> RebuildReport
 
     try:
         return asyncio.run(go())
-    except (PoisonEvent, ReadModelUnavailable) as e:
+    except FlagstreamError as e:  # poison event, apply rejected, Redis unavailable
         typer.echo(f"rebuild failed: {e}", err=True)
         raise typer.Exit(1) from e
 

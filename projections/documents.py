@@ -102,15 +102,16 @@ def _loads(raw: str | bytes) -> dict[str, Any]:
 
 def plan_flag_apply(keys: Keyspace, before: FlagState, after: FlagState, event: Event) -> ApplyPlan:
     """The writes taking the read model from ``before`` to ``after = evolve(before, event)``."""
-    old_docs = _env_docs(before)
+    old_envs = before.flag.environments if before.flag is not None else {}
     new_envs = after.flag.environments if after.flag is not None else {}
+    flag_level_changed = not _same_flag_level(before.flag, after.flag)
     writes: list[FieldWrite] = []
-    for env in sorted(set(old_docs) | set(new_envs)):
+    for env in sorted(set(old_envs) | set(new_envs)):
         if env not in new_envs:
             writes.append(_env_write(keys, after.key, env, None))
             continue
         assert after.flag is not None
-        unchanged = env in old_docs and old_docs[env] == _slice_json(after.flag, env)
+        unchanged = not flag_level_changed and old_envs.get(env) == new_envs[env]
         if unchanged and event.environment != env:
             continue
         writes.append(_env_write(keys, after.key, env, encode_env_doc(after.flag, env, event.version)))
@@ -130,14 +131,14 @@ def plan_noop(stream_key: str, version: int) -> ApplyPlan:
     return ApplyPlan(stream_key, version, "", ())
 
 
-def _env_docs(state: FlagState) -> dict[str, str]:
-    if state.flag is None:
-        return {}
-    return {env: _slice_json(state.flag, env) for env in state.flag.environments}
+_FLAG_LEVEL_FIELDS = tuple(name for name in Flag.model_fields if name != "environments")
 
 
-def _slice_json(flag: Flag, environment: str) -> str:
-    return environment_slice(flag, environment).model_dump_json(by_alias=True)
+def _same_flag_level(before: Flag | None, after: Flag | None) -> bool:
+    """Whether everything but the environments (name, variations, archived...) is unchanged."""
+    if before is None or after is None:
+        return before is after
+    return all(getattr(before, name) == getattr(after, name) for name in _FLAG_LEVEL_FIELDS)
 
 
 def _env_write(keys: Keyspace, flag_key: str, env: str, doc: str | None) -> FieldWrite:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
@@ -29,10 +30,11 @@ from redis.asyncio import Redis
 
 from core.envelope import Event
 from events.kafka import make_consumer
+from projections.batch import BatchRecord, fold_and_write
 from projections.errors import PoisonEvent, SwitchRefused
 from projections.keys import Keyspace
 from projections.projector import DEFAULT_GROUP
-from projections.readmodel import ApplyOutcome, Checkpoint, RedisReadModel, load_script
+from projections.readmodel import load_script
 
 __all__ = ["DEFAULT_SHADOW", "RebuildReport", "ShadowRebuild"]
 
@@ -76,7 +78,6 @@ class ShadowRebuild:
         if self.live.namespace == self.shadow.namespace:
             raise ValueError("the shadow namespace must differ from the live one")
         self.topic, self.group = topic, group
-        self._model = RedisReadModel(client, self.shadow)
         self._swap = client.register_script(load_script("swap.lua"))
         self._consumer = make_consumer(bootstrap_servers, group_id=None, client_id="flagstream-rebuild")
         self._batch, self._idle = batch, idle
@@ -135,24 +136,25 @@ class ShadowRebuild:
         while True:
             batches = await self._consumer.getmany(timeout_ms=int(self._idle * 1000), max_records=self._batch)
             for tp, records in batches.items():
-                for record in records:
-                    await self._apply(tp, record.offset, record.value)
+                await self._apply(tp, records)
             if not batches and await self._at_or_beyond_live():
                 return
 
-    async def _apply(self, tp: TopicPartition, offset: int, value: bytes) -> None:
-        try:
-            event = Event.from_json(value)
-        except (ValidationError, ValueError) as e:
-            raise _poison("unparseable", tp, offset, None, value) from e
-        result = await self._model.apply(event, Checkpoint(self.group, tp.topic, tp.partition, offset))
-        self.report.events += 1
-        if result.outcome is ApplyOutcome.APPLIED:
-            self.report.applied += 1
-        elif result.outcome is ApplyOutcome.DUPLICATE:
-            self.report.duplicates += 1
-        else:
-            raise _poison("gap", tp, offset, event, value)
+    async def _apply(self, tp: TopicPartition, records: list[Any]) -> None:
+        batch: list[BatchRecord] = []
+        for record in records:
+            try:
+                event = Event.from_json(record.value)
+            except (ValidationError, ValueError) as e:
+                raise _poison("unparseable", tp, record.offset, None, record.value) from e
+            batch.append(BatchRecord(tp.topic, tp.partition, record.offset, event))
+        outcome = await fold_and_write(self._client, self.shadow, self.group, batch)
+        self.report.applied += outcome.applied
+        self.report.duplicates += outcome.duplicates
+        self.report.events += outcome.applied + outcome.duplicates
+        if outcome.gap is not None:
+            gap = outcome.gap
+            raise _poison("gap", tp, gap.offset, gap.event, gap.event.to_json().encode())
 
     async def _at_or_beyond_live(self) -> bool:
         for live_key, shadow_key in await self._checkpoint_pairs():

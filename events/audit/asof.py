@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from core.envelope import SEGMENT_STREAM_PREFIX, Event
+from core.envelope import SEGMENT_STREAM_PREFIX, Event, format_instant
 from core.evaluation import EvaluationResult, compile_environment
 from core.events import EventType
 from core.evolve import evolve, replay_segment
@@ -105,10 +105,15 @@ class _Collector:
     flags: dict[str, _Track] = field(default_factory=dict)
     segments: dict[str, list[bytes]] = field(default_factory=dict)
     events: int = 0
+    instant_text: str = ""
+
+    def __post_init__(self) -> None:
+        # Canonical instants are fixed-width UTC text: comparing the text compares the instants.
+        self.instant_text = format_instant(self.instant)
 
     def add(self, raw: bytes, fields: dict[str, Any]) -> None:
         self.events += 1
-        if _parse_instant(fields["occurred_at"]) > self.instant:
+        if fields["occurred_at"] > self.instant_text:
             return
         key: str = fields["flag_key"]
         if key.startswith(SEGMENT_STREAM_PREFIX):

@@ -13,8 +13,9 @@ resulting config and a diff, hash-chained like the platform's. Bodies are serial
 (sorted keys, ASCII, ints only: byte-identical to ``core.envelope.canonical_json``, checked on a
 sample). ``occurred_at`` grows by one millisecond per event.
 
-Phases timed: **rebuild** (``projections.rebuild`` when it provides ``rebuild_for_benchmark``,
-otherwise a replay of every stream through ``core.evolve.evolve``), **verify** (Kafka, then Kafka +
+Phases timed: **rebuild** (``projections.rebuild.ShadowRebuild.catch_up`` into a throw-away
+namespace when ``--redis-url`` / ``REDIS_URL`` is given, and a plain replay of every stream
+through ``core.evolve.evolve``), **verify** (Kafka, then Kafka +
 Postgres), **as-of** of one environment at the log's midpoint (full read, and bounded by
 ``offsets_for_times`` with a publish grace). Peak memory: ``ru_maxrss`` after each phase.
 """
@@ -174,6 +175,26 @@ async def rebuild_by_evolve(settings: StreamSettings) -> int:
     return count
 
 
+async def rebuild_shadow(settings: StreamSettings, redis_url: str) -> int:
+    """``projections.rebuild.ShadowRebuild.catch_up`` into a throw-away namespace (wiped after)."""
+    from redis.asyncio import Redis
+
+    from projections.keys import Keyspace
+    from projections.rebuild import ShadowRebuild
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url)
+    try:
+        async with ShadowRebuild(client, bootstrap_servers=settings.bootstrap_servers, topic=settings.topic,
+                                 live=Keyspace(name), shadow=Keyspace(name + "-shadow"), batch=5000,
+                                 idle=0.5) as rebuild:
+            await rebuild.catch_up()
+            await rebuild.wipe_shadow()
+            return rebuild.report.events
+    finally:
+        await client.aclose()
+
+
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -204,7 +225,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"topic {topic}: {args.events:,} events over {args.flags:,} flags, {args.partitions} partitions")
     await _timed("generate + produce", args.events,
                  lambda: produce_all(args.bootstrap, topic, args.partitions, args.events, args.flags))
-    await _timed("rebuild (replay + evolve)", args.events, lambda: rebuild_by_evolve(settings))
+    if args.redis_url:
+        await _timed("rebuild (projections, shadow)", args.events,
+                     partial(rebuild_shadow, settings, args.redis_url))
+    await _timed("replay + evolve (no Redis)", args.events, lambda: rebuild_by_evolve(settings))
     report = await _timed("verify (Kafka)", args.events, lambda: verify_log(settings))
     print(f"  -> ok={report.ok} streams={report.streams} discrepancies={report.discrepancies}")
     if args.workers > 1:
@@ -238,6 +262,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="processes for the parallel verify")
     parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args()
     if not args.bootstrap:
         parser.error("--bootstrap or KAFKA_BOOTSTRAP_SERVERS is required")

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.envelope import SEGMENT_STREAM_PREFIX, Event
+from core.envelope import Event
 from core.errors import FlagstreamError
 from core.evolve import evolve, evolve_segment
 from core.state import FlagState, SegmentState
-from projections.documents import ApplyPlan, is_segment_stream, plan_flag_apply, plan_segment_apply
+from projections.documents import ApplyPlan, parse_state, plan_flag_apply, plan_segment_apply
 from projections.errors import ApplyRejected, ReadModelUnavailable
 from projections.keys import Keyspace
 from projections.readmodel import ApplyOutcome
@@ -106,18 +106,7 @@ async def _load_states(client: Redis, keys: Keyspace, streams: set[str]) -> dict
         raws = await client.mget([keys.state(s) for s in ordered]) if ordered else []
     except (RedisError, OSError) as e:
         raise ReadModelUnavailable("redis unavailable reading states") from e
-    return {
-        stream: _state_of(stream, None if raw is None else str(raw))
-        for stream, raw in zip(ordered, raws, strict=True)
-    }
-
-
-def _state_of(stream: str, raw: str | None) -> State:
-    if is_segment_stream(stream):
-        if raw is None:
-            return SegmentState(key=stream.removeprefix(SEGMENT_STREAM_PREFIX))
-        return SegmentState.model_validate_json(raw)
-    return FlagState(key=stream) if raw is None else FlagState.model_validate_json(raw)
+    return {stream: parse_state(stream, raw) for stream, raw in zip(ordered, raws, strict=True)}
 
 
 async def _write(client: Redis, keys: Keyspace, pending: _Pending) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "encode_segment_doc",
     "environment_slice",
     "is_segment_stream",
+    "parse_state",
     "plan_flag_apply",
     "plan_noop",
     "plan_segment_apply",
@@ -64,6 +65,15 @@ class ApplyPlan:
 
 def is_segment_stream(stream_key: str) -> bool:
     return stream_key.startswith(SEGMENT_STREAM_PREFIX)
+
+
+def parse_state(stream_key: str, raw: str | bytes | None) -> FlagState | SegmentState:
+    """The stored state of a stream (``raw`` from ``fs:state:{stream}``), or its empty state."""
+    if is_segment_stream(stream_key):
+        if raw is None:
+            return SegmentState(key=stream_key.removeprefix(SEGMENT_STREAM_PREFIX))
+        return SegmentState.model_validate_json(raw)
+    return FlagState(key=stream_key) if raw is None else FlagState.model_validate_json(raw)
 
 
 def environment_slice(flag: Flag, environment: str) -> Flag:

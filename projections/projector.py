@@ -137,11 +137,19 @@ class Projector:
         self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
     ) -> list[Any]:
         done: list[ConsumerRecord[Any, Any]] = []
-        for record in records:
-            event = self._parse(record)
+        parsed = [_parse(record) for record in records]
+        try:
+            known = await self.read_model.load_states(e.flag_key for e in parsed if isinstance(e, Event))
+        except ReadModelUnavailable:
+            self._consumer.seek(tp, records[0].offset)
+            raise
+        for record, event in zip(records, parsed, strict=True):
+            if not isinstance(event, Event):
+                self._consumer.seek(tp, record.offset)
+                self._reject(record, "unparseable", str(event), None, event)
             checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
             try:
-                result = await self.read_model.apply(event, checkpoint)
+                result = await self.read_model.apply(event, checkpoint, known=known.pop(event.flag_key, None))
             except ApplyRejected as e:
                 self._consumer.seek(tp, record.offset)
                 self._reject(record, "rejected", str(e), event, e)
@@ -160,18 +168,12 @@ class Projector:
             if result.outcome is ApplyOutcome.GAP:
                 self._consumer.seek(tp, record.offset)
                 self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
+            if result.state is not None:
+                known[event.flag_key] = result.state
             self._floors[tp] = record.offset + 1
             done.append(record)
             self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
         return done
-
-    def _parse(self, record: ConsumerRecord[Any, Any]) -> Event:
-        try:
-            return Event.from_json(record.value)
-        except (ValidationError, ValueError, TypeError) as e:
-            tp = TopicPartition(record.topic, record.partition)
-            self._consumer.seek(tp, record.offset)
-            self._reject(record, "unparseable", str(e), None, e)
 
     def _reject(
         self,
@@ -253,3 +255,10 @@ class Projector:
             if outcome == ApplyOutcome.APPLIED and env != "-":
                 metrics.set_projection_lag(env, lag)
         metrics.set_projector_offset(tp.topic, tp.partition, nxt)
+
+
+def _parse(record: ConsumerRecord[Any, Any]) -> Event | Exception:
+    try:
+        return Event.from_json(record.value)
+    except (ValidationError, ValueError, TypeError) as e:
+        return e

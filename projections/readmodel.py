@@ -7,6 +7,7 @@ checkpoint in one atomic step, only if the stored version is still the one the e
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
@@ -16,15 +17,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.envelope import SEGMENT_STREAM_PREFIX, Event
+from core.envelope import Event
 from core.errors import FlagstreamError
 from core.evolve import evolve, evolve_segment
 from core.state import FlagState, SegmentState
-from projections.documents import ApplyPlan, is_segment_stream, plan_flag_apply, plan_noop, plan_segment_apply
+from projections.documents import ApplyPlan, parse_state, plan_flag_apply, plan_noop, plan_segment_apply
 from projections.errors import ApplyRejected, ReadModelUnavailable
 from projections.keys import Keyspace
 
 __all__ = ["ApplyOutcome", "ApplyResult", "Checkpoint", "RedisReadModel", "load_script"]
+
+
+State = FlagState | SegmentState
 
 
 class ApplyOutcome(StrEnum):
@@ -39,6 +43,7 @@ class ApplyResult:
     outcome: ApplyOutcome
     stored_version: int  # the stream's version before this call
     environments: tuple[str, ...] = ()  # environments whose documents changed
+    state: State | None = None  # the stream's state after the event, when applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +73,50 @@ class RedisReadModel:
         self._apply = client.register_script(load_script("apply.lua"))
 
     async def load_flag_state(self, flag_key: str) -> FlagState:
-        raw = await self._get(self.keys.state(flag_key))
-        return FlagState(key=flag_key) if raw is None else FlagState.model_validate_json(raw)
+        state = parse_state(flag_key, await self._get(self.keys.state(flag_key)))
+        assert isinstance(state, FlagState)
+        return state
 
     async def load_segment_state(self, stream_key: str) -> SegmentState:
-        raw = await self._get(self.keys.state(stream_key))
-        if raw is None:
-            return SegmentState(key=stream_key.removeprefix(SEGMENT_STREAM_PREFIX))
-        return SegmentState.model_validate_json(raw)
+        state = parse_state(stream_key, await self._get(self.keys.state(stream_key)))
+        assert isinstance(state, SegmentState)
+        return state
+
+    async def load_states(self, stream_keys: Iterable[str]) -> dict[str, State]:
+        """Several streams' states in one round trip (MGET)."""
+        ordered = sorted(set(stream_keys))
+        if not ordered:
+            return {}
+        try:
+            raws = await self._client.mget([self.keys.state(s) for s in ordered])
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable reading states") from e
+        return {stream: parse_state(stream, raw) for stream, raw in zip(ordered, raws, strict=True)}
 
     async def stored_version(self, stream_key: str) -> int:
-        if is_segment_stream(stream_key):
-            return (await self.load_segment_state(stream_key)).version
-        return (await self.load_flag_state(stream_key)).version
+        return parse_state(stream_key, await self._get(self.keys.state(stream_key))).version
 
-    async def apply(self, event: Event, checkpoint: Checkpoint | None = None) -> ApplyResult:
+    async def apply(
+        self, event: Event, checkpoint: Checkpoint | None = None, *, known: State | None = None
+    ) -> ApplyResult:
         """Apply ``event`` if it is the next of its stream; report a duplicate or a gap otherwise.
 
+        ``known``: the stream's state as the caller last saw it (saves a read; the script still
+        compares versions, and a stale ``known`` only costs a retry).
         Raises :class:`ApplyRejected` when the core refuses to fold the event (a poison event),
         :class:`ReadModelUnavailable` when Redis cannot be reached.
         """
         for _ in range(_RETRIES_ON_RACE):
-            plan = await self._plan(event)
+            if known is None or known.stream != event.flag_key:
+                known = parse_state(event.flag_key, await self._get(self.keys.state(event.flag_key)))
+            plan, after = self._plan(known, event)
             outcome, stored = await self._run(plan, checkpoint)
             if outcome != "stale_plan":
+                if outcome != ApplyOutcome.APPLIED:
+                    return ApplyResult(ApplyOutcome(outcome), stored)
                 environments = tuple(w.environment for w in plan.writes if w.environment is not None)
-                applied = outcome == ApplyOutcome.APPLIED
-                return ApplyResult(ApplyOutcome(outcome), stored, environments if applied else ())
+                return ApplyResult(ApplyOutcome.APPLIED, stored, environments, after)
+            known = None
         raise ReadModelUnavailable(f"stream {event.flag_key!r} kept changing under the projector")
 
     async def checkpoint(self, group: str, topic: str, partition: int) -> int | None:
@@ -102,24 +124,19 @@ class RedisReadModel:
         raw = await self._get(self.keys.checkpoint(group, topic, partition))
         return None if raw is None else int(raw)
 
-    async def _plan(self, event: Event) -> ApplyPlan:
-        stream = event.flag_key
+    def _plan(self, state: State, event: Event) -> tuple[ApplyPlan, State | None]:
+        if state.version != event.version - 1:
+            return plan_noop(event.flag_key, event.version), None
         try:
-            if is_segment_stream(stream):
-                segment_state = await self.load_segment_state(stream)
-                if segment_state.version != event.version - 1:
-                    return plan_noop(stream, event.version)
-                return plan_segment_apply(self.keys, evolve_segment(segment_state, event), event)
-            state = await self.load_flag_state(stream)
-            if state.version != event.version - 1:
-                return plan_noop(stream, event.version)
-            return plan_flag_apply(self.keys, state, evolve(state, event), event)
-        except FlagstreamError as e:
-            if isinstance(e, ReadModelUnavailable):
-                raise
-            raise ApplyRejected(f"cannot apply {event.type} v{event.version} of {stream!r}: {e}") from e
-        except ValueError as e:  # pydantic ValidationError of a document or state
-            raise ApplyRejected(f"cannot apply {event.type} v{event.version} of {stream!r}: {e}") from e
+            if isinstance(state, SegmentState):
+                segment = evolve_segment(state, event)
+                return plan_segment_apply(self.keys, segment, event), segment
+            flag = evolve(state, event)
+            return plan_flag_apply(self.keys, state, flag, event), flag
+        except (FlagstreamError, ValueError) as e:  # ValueError: pydantic validation
+            raise ApplyRejected(
+                f"cannot apply {event.type} v{event.version} of {event.flag_key!r}: {e}"
+            ) from e
 
     async def _run(self, plan: ApplyPlan, checkpoint: Checkpoint | None) -> tuple[str, int]:
         ckpt_key = (

@@ -12,6 +12,7 @@ or purged. Other flags keep flowing. Letters are never deleted: redrive and purg
 
 from __future__ import annotations
 
+from events.deadletters.gate import DeadLetterGate, Outcome, ReleaseReport
 from events.deadletters.models import (
     MAX_PAGE,
     STAGES,
@@ -35,6 +36,7 @@ __all__ = [
     "WAITING",
     "DeadLetter",
     "DeadLetterFilter",
+    "DeadLetterGate",
     "DeadLetterNotFound",
     "DeadLetterPage",
     "DeadLetterResolved",
@@ -43,6 +45,8 @@ __all__ = [
     "DeadLetterStore",
     "KafkaCoordinates",
     "NewDeadLetter",
+    "Outcome",
+    "ReleaseReport",
     "Stage",
     "export_dead_letter_metrics",
 ]

@@ -61,7 +61,7 @@ async def test_migration__runner_applies_files_in_order__dead_letters_created(fr
     db = pytest.importorskip("events.db")
     assert 10 in [m.version for m in db.load_migrations()]
     applied = await db.apply_migrations(fresh_database)
-    assert applied[-1] == 10
+    assert 10 in applied and applied == sorted(applied)
     conn = await asyncpg.connect(fresh_database)
     try:
         assert await conn.fetchval("SELECT to_regclass('dead_letters') IS NOT NULL")

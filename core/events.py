@@ -56,6 +56,7 @@ __all__ = [
     "Upcaster",
     "current_schema_version",
     "read_payload",
+    "register_payload",
     "register_upcaster",
     "to_draft",
 ]
@@ -77,6 +78,9 @@ class EventType(StrEnum):
     SEGMENT_CREATED = "SegmentCreated"
     SEGMENT_UPDATED = "SegmentUpdated"
     SEGMENT_ARCHIVED = "SegmentArchived"
+    METRIC_ALERT_FIRED = "MetricAlertFired"
+    METRIC_ALERT_RESOLVED = "MetricAlertResolved"
+    INCIDENT_RECORDED = "IncidentRecorded"
 
 
 class Payload(BaseModel):
@@ -218,6 +222,14 @@ _PAYLOAD_MODELS: tuple[type[Payload], ...] = (
 PAYLOAD_TYPES: dict[str, type[Payload]] = {model.event_type.value: model for model in _PAYLOAD_MODELS}
 """Event type name -> payload model (at its current schema version)."""
 
+
+
+def register_payload(model: type[Payload]) -> type[Payload]:
+    """Add a payload model defined in another core module (``core.alerts``) to :data:`PAYLOAD_TYPES`."""
+    PAYLOAD_TYPES[model.event_type.value] = model
+    return model
+
+
 Upcaster = Callable[[dict[str, JsonValue]], dict[str, JsonValue]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
@@ -297,3 +309,8 @@ def _rollback_skipped_v1_to_v2(data: dict[str, JsonValue]) -> dict[str, JsonValu
         "why": data.get("reason", ""),
         "alert": {"fingerprint": fingerprint, "labels": {}, "values": {}} if fingerprint else None,
     }
+
+
+# Alert and incident payloads live in core.alerts, which registers them; importing it here makes
+# every reader of events know them (core.alerts imports only names defined above).
+import core.alerts  # noqa: E402, F401

@@ -17,8 +17,9 @@ Rules, first match wins:
 3. redis-py: connection/timeout errors retriable, server answers by kind, else permanent;
 4. asyncpg: by SQLSTATE class (``08`` connection, ``40`` rollback, ``53`` resources,
    ``57`` operator intervention, ``58`` system) retriable; client-side connection states retriable;
-5. built-ins: ``TimeoutError`` (``asyncio.TimeoutError``) and ``OSError`` retriable;
-6. otherwise, the cause (``raise ... from e``) is classified; with no cause: ``permanent``
+5. exception groups (``asyncio.TaskGroup``): retriable if any member is;
+6. built-ins: ``TimeoutError`` (``asyncio.TimeoutError``) and ``OSError`` retriable;
+7. otherwise, the cause (``raise ... from e``) is classified; with no cause: ``permanent``
    (an unknown error is parked where an operator sees it, rather than retried forever).
 
 The table is in ``docs/failure-handling.md``.
@@ -126,6 +127,14 @@ def _classify_postgres(exc: BaseException) -> Classification | None:
     return None
 
 
+def _classify_group(exc: BaseException) -> Classification | None:
+    """A task group's errors: retriable if any member is (the work is redone; a permanent member
+    shows up on its own next time, and is parked then)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "retriable" if any(classify(e) == "retriable" for e in exc.exceptions) else "permanent"
+    return None
+
+
 def _classify_builtin(exc: BaseException) -> Classification | None:
     if isinstance(exc, TimeoutError | OSError):  # asyncio.TimeoutError is TimeoutError
         return "retriable"
@@ -137,6 +146,7 @@ _RULES: Final[tuple[_Rule, ...]] = (
     _classify_kafka,
     _classify_redis,
     _classify_postgres,
+    _classify_group,
     _classify_builtin,
 )
 _MAX_CAUSE_DEPTH: Final = 8

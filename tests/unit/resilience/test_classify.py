@@ -124,3 +124,10 @@ def test_classify__retriable_attribute_read_from_instance_class__subclass_overri
 def test_describe_error__empty_message__falls_back_to_repr() -> None:
     assert describe_error(TimeoutError()) == ("TimeoutError", "TimeoutError()")
     assert describe_error(ValueError("bad payload")) == ("ValueError", "bad payload")
+
+
+def test_classify__exception_group__retriable_if_any_member_is() -> None:
+    mixed = ExceptionGroup("tasks", [MalformedEvent("bad"), kafka_errors.KafkaConnectionError()])
+    only_permanent = ExceptionGroup("tasks", [MalformedEvent("bad"), ValueError("x")])
+    assert classify(mixed) == "retriable"
+    assert classify(only_permanent) == "permanent"

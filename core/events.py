@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from typing import ClassVar, Protocol
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
@@ -34,6 +35,9 @@ __all__ = [
     "METADATA_FIELDS",
     "PAYLOAD_TYPES",
     "AlertInfo",
+    "DeadLetterPurgedPayload",
+    "DeadLetterRef",
+    "DeadLettersRedrivenPayload",
     "EnvironmentChangedPayload",
     "EnvironmentConfiguredPayload",
     "EventType",
@@ -78,6 +82,8 @@ class EventType(StrEnum):
     SEGMENT_CREATED = "SegmentCreated"
     SEGMENT_UPDATED = "SegmentUpdated"
     SEGMENT_ARCHIVED = "SegmentArchived"
+    DEAD_LETTER_PURGED = "DeadLetterPurged"
+    DEAD_LETTERS_REDRIVEN = "DeadLettersRedriven"
     METRIC_ALERT_FIRED = "MetricAlertFired"
     METRIC_ALERT_RESOLVED = "MetricAlertResolved"
     INCIDENT_RECORDED = "IncidentRecorded"
@@ -201,6 +207,35 @@ class SegmentArchivedPayload(Payload):
     event_type = EventType.SEGMENT_ARCHIVED
 
 
+class DeadLetterRef(BaseModel):
+    """A dead letter as an operator action names it (stream ``ops:dead-letters``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    letter_id: int = Field(ge=1)
+    stage: str = Field(min_length=1, max_length=32)
+    flag_key: str | None = None
+    version: int | None = Field(default=None, ge=1)
+    event_id: UUID | None = None
+    error_class: str = Field(min_length=1, max_length=256)
+    error_message: str = Field(max_length=4096)
+
+
+class DeadLetterPurgedPayload(Payload):
+    """An operator purged a dead letter: its stage skips the event for good (reason: the envelope's)."""
+
+    event_type = EventType.DEAD_LETTER_PURGED
+    letter: DeadLetterRef
+
+
+class DeadLettersRedrivenPayload(Payload):
+    """An operator redrove dead letters, by id or by ``filter`` (the filter as given)."""
+
+    event_type = EventType.DEAD_LETTERS_REDRIVEN
+    letters: tuple[DeadLetterRef, ...] = Field(min_length=1)
+    filter: dict[str, JsonValue] | None = None
+
+
 _PAYLOAD_MODELS: tuple[type[Payload], ...] = (
     FlagCreatedPayload,
     FlagMetadataUpdatedPayload,
@@ -217,6 +252,8 @@ _PAYLOAD_MODELS: tuple[type[Payload], ...] = (
     SegmentCreatedPayload,
     SegmentUpdatedPayload,
     SegmentArchivedPayload,
+    DeadLetterPurgedPayload,
+    DeadLettersRedrivenPayload,
 )
 
 PAYLOAD_TYPES: dict[str, type[Payload]] = {model.event_type.value: model for model in _PAYLOAD_MODELS}

@@ -11,20 +11,34 @@ Toxiproxy cannot be installed here; this gives the faults the fault tests need::
         await proxy.refuse()     # stop listening: new connections are refused (ECONNREFUSED)
         await proxy.restore()    # back to a clean pass-through on the same port
 
-Modes combine: ``await proxy.refuse(); proxy.cut()`` is a server that went away.
+Modes combine: ``await proxy.refuse(); proxy.cut()`` is a server that went away. When the
+upstream itself refuses, the proxy resets the client's connection.
+
+Kafka: clients connect to the addresses the broker *advertises*, so a proxy in front of a broker
+is only used if the broker advertises the proxy: start the broker with ``--listener-url
+tcp://127.0.0.1:<broker port> --advertised-listener-url tcp://127.0.0.1:<proxy port>`` and give
+the proxy that port (``FaultProxy(host, broker_port, port=proxy_port)``, ``free_port()``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from types import TracebackType
 from typing import Final, Self
 
-__all__ = ["FaultProxy"]
+__all__ = ["FaultProxy", "free_port"]
 
 _CHUNK: Final = 65536
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now (for a server that must be told its port before it starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 class _Link:

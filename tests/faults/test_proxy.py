@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import AbstractBackoff, NoBackoff
 
 from events.resilience import classify
-from tests.faults.proxy import FaultProxy
+from tests.faults.proxy import FaultProxy, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +234,38 @@ async def test_postgres__cut__query_fails_retriable_and_pool_reconnects(fresh_da
             assert await pool.fetchval("SELECT 2") == 2
         finally:
             pool.terminate()
+
+
+async def test_pass_through__large_values_both_ways__intact(redis_proxy: FaultProxy) -> None:
+    client = _client(redis_proxy, timeout=10.0)
+    value = bytes(range(256)) * 8192  # 2 MiB, many chunks each way
+    try:
+        redis_proxy.set_latency(0.01)
+        await client.set("fault:large", value)
+        assert await client.get("fault:large") == value
+    finally:
+        await client.delete("fault:large")
+        await client.aclose()
+
+
+async def test_upstream_down__client_connection_reset() -> None:
+    async with FaultProxy("127.0.0.1", free_port()) as proxy:
+        client = _client(proxy)
+        try:
+            with pytest.raises(redis_errors.ConnectionError) as raised:
+                await client.ping()
+            assert classify(raised.value) == "retriable"
+            assert proxy.accepted == 1
+        finally:
+            await client.aclose()
+
+
+async def test_fixed_port__listens_where_told(redis_url: str) -> None:
+    port = free_port()
+    async with FaultProxy(*_host_port(redis_url, 6379), port=port) as proxy:
+        assert proxy.port == port
+        reader, writer = await _raw_ping(proxy)
+        try:
+            assert await asyncio.wait_for(reader.readline(), 5) == b"+PONG\r\n"
+        finally:
+            writer.close()

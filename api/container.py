@@ -27,8 +27,12 @@ from events.keys import ApiKeyStore
 from events.service import CommandMeta, CommandOutcome, CommandService
 from events.store import PostgresEventStore
 from monitoring import metrics
+from projections.connection import make_redis
 from projections.keys import Keyspace
-from projections.reader import ReaderPool, ReadModelQueries
+from projections.pool import ReaderPool
+from projections.queries import ReadModelQueries
+from projections.readmodel import RedisReadModel
+from runtime.settings import SettingsError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -55,16 +59,16 @@ class Container:
     redis: Redis
     keyspace: Keyspace
     queries: ReadModelQueries
+    read_model: RedisReadModel
     readers: ReaderPool
     started_at: float = field(default_factory=time.monotonic)
     _extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
-        await apply_migrations(settings.database_url)
-        pool = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-        )
+        database_url = _required(settings.database_url, "DATABASE_URL")
+        await apply_migrations(database_url)
+        pool = await create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
         store = PostgresEventStore(pool)
         keys = ApiKeyStore(pool)
 
@@ -72,13 +76,10 @@ class Container:
             found = await keys.authenticate(secret)
             return None if found is None else Principal(found.name, str(found.role.value), found.key_id)
 
-        redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=10,
-            retry_on_timeout=False,
-            decode_responses=False,
+        redis = make_redis(
+            _required(settings.redis_url, "REDIS_URL"),
+            socket_timeout=settings.redis_socket_timeout_seconds,
+            retries=1,
         )
         keyspace = Keyspace(settings.redis_namespace)
         return cls(
@@ -91,7 +92,8 @@ class Container:
             redis=redis,
             keyspace=keyspace,
             queries=ReadModelQueries(redis, keyspace),
-            readers=ReaderPool(redis, keyspace),
+            read_model=RedisReadModel(redis, keyspace),
+            readers=ReaderPool(redis, namespace=settings.redis_namespace),
         )
 
     async def close(self) -> None:
@@ -123,11 +125,11 @@ class Container:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while time.monotonic() < deadline:
-            if await self.queries.stream_version(stream) >= version:
+            if await self.read_model.stored_version(stream) >= version:
                 return True
             await asyncio.sleep(delay)  # polling a condition, bounded by the deadline
             delay = min(delay * 2, 0.05)
-        return await self.queries.stream_version(stream) >= version
+        return await self.read_model.stored_version(stream) >= version
 
     def breaker_report(self) -> dict[str, str]:
         """``{"breaker:<name>": state}`` for every circuit breaker of this process."""
@@ -160,6 +162,15 @@ class Container:
             {"environment": environment, "as_of": instant.isoformat(), "flags": flags},
         )
         return await evaluate_as_of(self.audit_stream(), environment, context, instant, flags)
+
+
+def _required(value: str | None, variable: str) -> str:
+    if not value:
+        raise SettingsError(
+            f"{variable} is not set: point it at the server, or start the platform with "
+            "`flagstream run`, which starts a local stack"
+        )
+    return value
 
 
 def _failure_outcome(error: Exception) -> metrics.CommandOutcome:

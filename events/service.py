@@ -15,7 +15,10 @@ events exist.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -45,7 +48,7 @@ __all__ = ["CommandMeta", "CommandOutcome", "CommandService", "CommandStore", "d
 
 log = structlog.get_logger("events.service")
 
-_MAX_DECIDE_ATTEMPTS = 8
+_MAX_DECIDE_ATTEMPTS = 25
 _MAX_CATALOG_FLAGS = 500
 
 
@@ -117,12 +120,17 @@ class CommandService:
         self._clock = clock
         self._new_id = new_id
         self._shape = shape_response
+        self._locks: dict[str, list[Any]] = {}
 
     async def execute(self, command: Command, meta: CommandMeta) -> CommandOutcome:
         if meta.idempotency_key:
             previous = await self._store.find_idempotency(meta.actor, meta.idempotency_key)
             if previous is not None:
                 return self._replay_response(previous, meta)
+        async with self._stream_lock(_stream_of(command)):
+            return await self._execute_with_retries(command, meta)
+
+    async def _execute_with_retries(self, command: Command, meta: CommandMeta) -> CommandOutcome:
         attempts = 0
         while True:
             attempts += 1
@@ -132,11 +140,28 @@ class CommandService:
                 if command.expected_version is not None or attempts >= _MAX_DECIDE_ATTEMPTS:
                     raise
                 log.info("command.retry_after_conflict", attempt=attempts, command=type(command).__name__)
+                await asyncio.sleep(random.uniform(0, 0.002 * attempts))  # jitter between competing processes
             except DuplicateIdempotencyKey:
                 previous = await self._store.find_idempotency(meta.actor, meta.idempotency_key or "")
                 if previous is None:
                     raise
                 return self._replay_response(previous, meta)
+
+    @contextlib.asynccontextmanager
+    async def _stream_lock(self, stream: str) -> AsyncIterator[None]:
+        """Commands on one stream run one at a time in this process: racing writers here would only
+        conflict and retry. Across processes the store's unique (flag_key, version) still decides."""
+        entry = self._locks.get(stream)
+        if entry is None:
+            entry = self._locks[stream] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._locks.pop(stream, None)
 
     async def load_flag(self, key: str, *, to_version: int | None = None) -> FlagState:
         return replay(await self._store.read_stream(key, to_version=to_version), key=key)
@@ -317,6 +342,13 @@ class CommandService:
             flag_variations=variations,
             prerequisites={env: dict(flags) for env, flags in graph.items()},
         )
+
+
+def _stream_of(command: Command) -> str:
+    if isinstance(command, SegmentCommand):
+        return SEGMENT_STREAM_PREFIX + command.segment_key
+    assert isinstance(command, FlagCommand)
+    return command.flag_key
 
 
 def _references(command: FlagCommand, current: Flag | None) -> tuple[set[str], set[str]]:

@@ -70,7 +70,7 @@ async def _check_projection(services: Services) -> str | None:
     row = await services.pool.fetchrow("SELECT flag_key, version FROM events ORDER BY seq DESC LIMIT 1")
     if row is None:
         return None
-    projected = await services.queries.stream_version(row["flag_key"])
+    projected = await services.read_model.stored_version(row["flag_key"])
     if projected < row["version"]:
         return f"behind: {row['flag_key']} v{row['version']} not yet in the read model (has v{projected})"
     return None

@@ -21,12 +21,13 @@ from events.kafka import KafkaPublisher, ensure_topics, flag_events_spec, make_p
 from events.keys import ApiKeyStore
 from events.relay import Relay
 from events.store import PostgresEventStore
+from projections.connection import make_redis
 from projections.keys import Keyspace
 from projections.projector import Projector
 from projections.readmodel import RedisReadModel
 from runtime.settings import Settings, load_settings
 
-__all__ = ["Platform", "start_platform"]
+__all__ = ["Platform", "module_database", "start_platform"]
 
 
 @dataclass
@@ -36,8 +37,13 @@ class Platform:
     keys: dict[str, str]
     store: PostgresEventStore
     redis: Redis
+    app: Any = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def container(self) -> Any:
+        return self.app.state.container
 
     def auth(self, role: str = "admin") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
@@ -50,9 +56,13 @@ class Platform:
         """Every record of the flag-events topic, read from the beginning until ``expected`` are seen."""
         from aiokafka import AIOKafkaConsumer
 
-        consumer = AIOKafkaConsumer(self.settings.flag_events_topic,
-                                    bootstrap_servers=self.settings.kafka_bootstrap_servers,
-                                    enable_auto_commit=False, auto_offset_reset="earliest", group_id=None)
+        consumer = AIOKafkaConsumer(
+            self.settings.flag_events_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
         await consumer.start()
         records: list[dict[str, Any]] = []
         try:
@@ -62,46 +72,93 @@ class Platform:
                 batches = await consumer.getmany(timeout_ms=200)
                 for tp, batch in batches.items():
                     for record in batch:
-                        records.append({"partition": tp.partition, "offset": record.offset,
-                                        "key": record.key.decode(), "value": record.value,
-                                        "headers": dict(record.headers)})
+                        records.append(
+                            {
+                                "partition": tp.partition,
+                                "offset": record.offset,
+                                "key": record.key.decode(),
+                                "value": record.value,
+                                "headers": dict(record.headers),
+                            }
+                        )
         finally:
             await consumer.stop()
         return records
 
 
 @contextlib.asynccontextmanager
-async def start_platform(database_url: str, redis_url: str, kafka_bootstrap: str, *,
-                         run_workers: bool = True, **overrides: Any) -> AsyncIterator[Platform]:
+async def module_database(database_url: str) -> AsyncIterator[str]:
+    """A new database on the session server for a group of tests (dropped afterwards)."""
+    import asyncpg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = database_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def start_platform(
+    database_url: str, redis_url: str, kafka_bootstrap: str, *, run_workers: bool = True, **overrides: Any
+) -> AsyncIterator[Platform]:
     suffix = uuid.uuid4().hex[:10]
     settings = load_settings(
-        database_url=database_url, redis_url=redis_url, kafka_bootstrap_servers=kafka_bootstrap,
-        flag_events_topic=f"test.flag-events.{suffix}", metric_alerts_topic=f"test.metric-alerts.{suffix}",
-        redis_namespace=f"fs-{suffix}", projector_group=f"projector-{suffix}", log_json=False,
+        database_url=database_url,
+        redis_url=redis_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        flag_events_topic=f"test.flag-events.{suffix}",
+        metric_alerts_topic=f"test.metric-alerts.{suffix}",
+        redis_namespace=f"fs-{suffix}",
+        projector_group=f"projector-{suffix}",
+        log_json=False,
         **overrides,
     )
     await apply_migrations(database_url)
-    await ensure_topics(kafka_bootstrap, [flag_events_spec(settings.flag_events_topic, partitions=3),
-                                          metric_alerts_spec(settings.metric_alerts_topic, partitions=1)])
+    await ensure_topics(
+        kafka_bootstrap,
+        [
+            flag_events_spec(settings.flag_events_topic, partitions=3),
+            metric_alerts_spec(settings.metric_alerts_topic, partitions=1),
+        ],
+    )
     pool = await create_pool(database_url, min_size=1, max_size=4)
     store = PostgresEventStore(pool)
     keys: dict[str, str] = {}
     key_store = ApiKeyStore(pool)
     for role in ("admin", "writer", "reader", "ops", "alerts"):
         keys[role] = (await key_store.create(f"test-{role}", role))[1]
-    redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = make_redis(redis_url, socket_timeout=5)
     app = create_app(settings)
     producer = make_producer(kafka_bootstrap, linger_ms=0)
     await producer.start()
-    relay = Relay(store, KafkaPublisher(producer, settings.flag_events_topic, send_timeout=10),
-                  topic=settings.flag_events_topic, poll_interval=0.05, listener=Listener(database_url))
-    projector = Projector(RedisReadModel(redis, Keyspace(settings.redis_namespace)),
-                          bootstrap_servers=kafka_bootstrap, topic=settings.flag_events_topic,
-                          group=settings.projector_group)
+    relay = Relay(
+        store,
+        KafkaPublisher(producer, settings.flag_events_topic, send_timeout=10),
+        topic=settings.flag_events_topic,
+        poll_interval=0.05,
+        listener=Listener(database_url),
+    )
+    projector = Projector(
+        RedisReadModel(redis, Keyspace(settings.redis_namespace)),
+        bootstrap_servers=kafka_bootstrap,
+        topic=settings.flag_events_topic,
+        group=settings.projector_group,
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://flagstream.test") as client:
-            platform = Platform(settings, client, keys, store, redis)
+            platform = Platform(settings, client, keys, store, redis, app=app)
             if run_workers:
                 await projector.start()
                 platform.tasks.append(asyncio.create_task(relay.run(platform.stop)))

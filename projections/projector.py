@@ -139,7 +139,7 @@ class Projector:
         done: list[ConsumerRecord[Any, Any]] = []
         parsed = [_parse(record) for record in records]
         try:
-            known = await self.read_model.load_states(e.flag_key for e in parsed if isinstance(e, Event))
+            await self.read_model.prime_states(e.flag_key for e in parsed if isinstance(e, Event))
         except ReadModelUnavailable:
             self._consumer.seek(tp, records[0].offset)
             raise
@@ -149,7 +149,7 @@ class Projector:
                 self._reject(record, "unparseable", str(event), None, event)
             checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
             try:
-                result = await self.read_model.apply(event, checkpoint, known=known.pop(event.flag_key, None))
+                result = await self.read_model.apply(event, checkpoint)
             except ApplyRejected as e:
                 self._consumer.seek(tp, record.offset)
                 self._reject(record, "rejected", str(e), event, e)
@@ -168,8 +168,6 @@ class Projector:
             if result.outcome is ApplyOutcome.GAP:
                 self._consumer.seek(tp, record.offset)
                 self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
-            if result.state is not None:
-                known[event.flag_key] = result.state
             self._floors[tp] = record.offset + 1
             done.append(record)
             self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)

@@ -164,9 +164,12 @@ class EnvironmentReader:
                     _log.info("reader.reconnected", environment=self.environment, rev=self._rev)
                 await self._follow_once()
                 backoff = 0.05
-            except (RedisError, OSError) as e:
-                if self._connected:
-                    _log.warning("reader.redis_unavailable", environment=self.environment, error=str(e))
+            except Exception as e:  # the follower must never die: serve stale, retry
+                if isinstance(e, RedisError | OSError):
+                    if self._connected:
+                        _log.warning("reader.redis_unavailable", environment=self.environment, error=str(e))
+                else:
+                    _log.exception("reader.unexpected_error", environment=self.environment)
                 self._connected = False
                 await self._drop_pubsub()
                 await asyncio.sleep(backoff)
@@ -203,15 +206,15 @@ class EnvironmentReader:
         if notice.get("reload"):
             await self._resync()
         elif channel == self.keys.segments_channel:
-            if rev > self._segments_rev + 1:
+            if rev > self._segments_rev + 1 or not isinstance(notice.get("segment_key"), str):
                 await self._resync()
             elif rev == self._segments_rev + 1:
-                await self._refresh_segment(str(notice["segment_key"]))
+                await self._refresh_segment(notice["segment_key"])
                 self._segments_rev = rev
-        elif rev > self._rev + 1:
+        elif rev > self._rev + 1 or not isinstance(notice.get("flag_key"), str):
             await self._resync()
         elif rev == self._rev + 1:
-            await self._refresh_flag(str(notice["flag_key"]))
+            await self._refresh_flag(notice["flag_key"])
             self._rev = rev
 
     async def _refresh_flag(self, flag_key: str) -> None:

@@ -71,6 +71,7 @@ class RedisReadModel:
         self._client = client
         self.keys = keys or Keyspace()
         self._apply = client.register_script(load_script("apply.lua"))
+        self._known: dict[str, State] = {}
 
     async def load_flag_state(self, flag_key: str) -> FlagState:
         state = parse_state(flag_key, await self._get(self.keys.state(flag_key)))
@@ -93,6 +94,15 @@ class RedisReadModel:
             raise ReadModelUnavailable("redis unavailable reading states") from e
         return {stream: parse_state(stream, raw) for stream, raw in zip(ordered, raws, strict=True)}
 
+    async def prime_states(self, stream_keys: Iterable[str]) -> None:
+        """Read several streams' states in one round trip for the next :meth:`apply` calls.
+
+        The primed state of a stream is used by the next apply of that stream instead of a read,
+        and replaced by the state that apply produced. The script's version check still decides,
+        so a stale primed state only costs a retry. Each call replaces the whole cache (one batch).
+        """
+        self._known = await self.load_states(stream_keys)
+
     async def stored_version(self, stream_key: str) -> int:
         return parse_state(stream_key, await self._get(self.keys.state(stream_key))).version
 
@@ -101,11 +111,14 @@ class RedisReadModel:
     ) -> ApplyResult:
         """Apply ``event`` if it is the next of its stream; report a duplicate or a gap otherwise.
 
-        ``known``: the stream's state as the caller last saw it (saves a read; the script still
-        compares versions, and a stale ``known`` only costs a retry).
+        ``known``: the stream's state as the caller last saw it (default: the state primed by
+        :meth:`prime_states`, else a read). The script still compares versions, so a stale
+        ``known`` only costs a retry.
         Raises :class:`ApplyRejected` when the core refuses to fold the event (a poison event),
         :class:`ReadModelUnavailable` when Redis cannot be reached.
         """
+        primed = self._known.pop(event.flag_key, None)
+        known = known if known is not None else primed
         for _ in range(_RETRIES_ON_RACE):
             if known is None or known.stream != event.flag_key:
                 known = parse_state(event.flag_key, await self._get(self.keys.state(event.flag_key)))
@@ -115,6 +128,8 @@ class RedisReadModel:
                 if outcome != ApplyOutcome.APPLIED:
                     return ApplyResult(ApplyOutcome(outcome), stored)
                 environments = tuple(w.environment for w in plan.writes if w.environment is not None)
+                if after is not None:
+                    self._known[event.flag_key] = after
                 return ApplyResult(ApplyOutcome.APPLIED, stored, environments, after)
             known = None
         raise ReadModelUnavailable(f"stream {event.flag_key!r} kept changing under the projector")

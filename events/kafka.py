@@ -7,7 +7,6 @@ work is done). Everything here sets them explicitly.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +14,20 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from core.envelope import Event, format_instant
-from events.errors import PublishFailed, PublishRejected, PublishTimeout
+from events.errors import PublishFailed
+from events.publisher import KafkaPublisher
+from events.records import (
+    ALERT_STREAM_PREFIX,
+    FLAG_EVENTS_TOPIC,
+    METRIC_ALERTS_TOPIC,
+    headers_for,
+    topic_for,
+)
 
 __all__ = [
+    "ALERT_STREAM_PREFIX",
     "FLAG_EVENTS_TOPIC",
     "METRIC_ALERTS_TOPIC",
     "KafkaPublisher",
@@ -31,15 +38,12 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "metric_alerts_spec",
+    "topic_for",
 ]
 
 log = structlog.get_logger(__name__)
 
-FLAG_EVENTS_TOPIC = "flagstream.flag-events"
-METRIC_ALERTS_TOPIC = "flagstream.metric-alerts"
-
 # The audit log is never deleted or compacted away.
-_TRANSIENT = (KafkaConnectionError, KafkaTimeoutError)
 _KEEP_FOREVER: Mapping[str, str] = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
 
@@ -83,21 +87,6 @@ async def ensure_topics(
         await admin.close()
 
 
-def headers_for(event: Event) -> list[tuple[str, bytes]]:
-    """CloudEvents-style (binary mode, Kafka protocol binding) headers, plus our own ``fs_*``."""
-    values = {
-        "ce_specversion": "1.0",
-        "ce_id": str(event.event_id),
-        "ce_type": event.type,
-        "ce_source": "flagstream",
-        "ce_time": format_instant(event.occurred_at),
-        "ce_subject": event.flag_key,
-        "fs_version": str(event.version),
-        "fs_schema_version": str(event.schema_version),
-    }
-    return [(k, v.encode("utf-8")) for k, v in values.items()]
-
-
 def make_producer(
     bootstrap: str,
     *,
@@ -105,13 +94,16 @@ def make_producer(
     compression_type: str | None = "gzip",
     linger_ms: int = 5,
     request_timeout_ms: int = 10_000,
+    max_batch_size: int = 512 * 1024,
 ) -> AIOKafkaProducer:
     """A producer for the audit log: every in-sync replica must have a record before it counts.
 
     ``enable_idempotence=False``: tansu (the local broker) fails ``InitProducerId``. On Apache
     Kafka you want it on (no duplicates from internal retries, order kept with several in-flight
-    requests); consumers deduplicate by ``(flag_key, version)`` either way. aiokafka keeps one
-    batch in flight per partition, so its retries cannot reorder a partition.
+    requests); consumers deduplicate by ``(flag_key, version)`` either way. How the publisher keeps
+    a partition in order across failed sends: :class:`events.publisher.KafkaPublisher`.
+    ``max_batch_size``: the publisher sends a partition's share of a relay batch as one record
+    batch where it fits (half a megabyte; Kafka's default ``message.max.bytes`` is 1 MiB).
     """
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -121,6 +113,7 @@ def make_producer(
         compression_type=compression_type,
         linger_ms=linger_ms,
         request_timeout_ms=request_timeout_ms,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -143,46 +136,3 @@ def make_consumer(
         isolation_level=isolation_level,
         **options,
     )
-
-
-class KafkaPublisher:
-    """Sends events keyed by stream key (one partition keeps a flag's order) and awaits every ack.
-
-    A whole batch is bounded by ``send_timeout`` seconds: when the broker is down, ``publish``
-    raises :class:`PublishTimeout` instead of waiting for ever.
-    """
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str, *, send_timeout: float = 15.0) -> None:
-        self._producer = producer
-        self.topic = topic
-        self._timeout = send_timeout
-
-    async def publish(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        try:
-            await asyncio.wait_for(self._send_all(events), self._timeout)
-        except TimeoutError as e:
-            raise PublishTimeout(f"{len(events)} events not acknowledged within {self._timeout}s") from e
-        except KafkaError as e:
-            raise _classify(e, self.topic) from e
-
-    async def _send_all(self, events: Sequence[Event]) -> None:
-        pending = []
-        for event in events:
-            pending.append(
-                await self._producer.send(
-                    self.topic,
-                    key=event.flag_key.encode("utf-8"),
-                    value=event.to_json().encode("utf-8"),
-                    headers=headers_for(event),
-                )
-            )
-        await asyncio.gather(*pending)
-
-
-def _classify(error: KafkaError, topic: str) -> PublishFailed | PublishRejected:
-    """Errors aiokafka marks retriable, and lost connections, are worth retrying; the rest is not."""
-    if getattr(error, "retriable", False) or isinstance(error, _TRANSIENT):
-        return PublishFailed(f"publish to {topic} failed: {error!r}")
-    return PublishRejected(f"publish to {topic} refused: {error!r}")

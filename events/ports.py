@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from core.envelope import Event
 from events.idempotency import IdempotencyRecord, IdempotencyWrite
@@ -20,6 +21,7 @@ __all__ = [
     "EventPublisher",
     "EventStore",
     "Outbox",
+    "PublishedRecord",
     "RelayPosition",
     "StoredEvent",
     "plan_append",
@@ -47,6 +49,16 @@ class StoredEvent:
         return RelayPosition(self.txid, self.seq)
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedRecord:
+    """Where the log acknowledged one event: the relay records the highest offset per partition."""
+
+    event_id: UUID
+    topic: str
+    partition: int
+    offset: int
+
+
 class EventStore(Protocol):
     async def read_stream(self, stream_key: str, *, to_version: int | None = None) -> list[Event]: ...
 
@@ -68,13 +80,19 @@ class Outbox(Protocol):
 
     async def save_checkpoint(self, name: str, position: RelayPosition) -> None: ...
 
+    async def reset_checkpoint(self, name: str) -> None:
+        """Back to the beginning: everything is published again (the log lost it)."""
+        ...
+
     async def backlog(self, position: RelayPosition) -> tuple[int, datetime | None]:
         """How many committed-or-not events lie after ``position``, and when the oldest occurred."""
         ...
 
 
 class EventPublisher(Protocol):
-    async def publish(self, events: Sequence[Event]) -> None: ...
+    async def publish(self, events: Sequence[Event]) -> Sequence[PublishedRecord]:
+        """Publish in order and await every ack; one record per event, in the events' order."""
+        ...
 
 
 def plan_append(events: Sequence[Event]) -> dict[str, int]:

@@ -172,6 +172,16 @@ class PostgresEventStore:
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"checkpoint not saved, Postgres unreachable: {e}") from e
 
+    async def reset_checkpoint(self, name: str) -> None:
+        """Move the checkpoint back to the beginning (the log lost what was published)."""
+        try:
+            await self._pool.execute(
+                "UPDATE relay_checkpoints SET last_seq = 0, last_txid = '0'::xid8, updated_at = now()"
+                " WHERE name = $1", name,
+            )
+        except CONNECTION_ERRORS as e:
+            raise StoreUnavailable(f"checkpoint not reset, Postgres unreachable: {e}") from e
+
     async def backlog(self, position: RelayPosition) -> tuple[int, datetime | None]:
         rows = await self._fetch(
             "SELECT count(*) AS n, min(occurred_at) AS oldest FROM events"

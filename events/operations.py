@@ -17,6 +17,8 @@ their stage, if any, reprocesses them at once. A redriver that fails leaves them
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,8 @@ log = structlog.get_logger("events.operations")
 OPS_STREAM_PREFIX: Final = "ops:"
 DEAD_LETTERS_STREAM: Final = "ops:dead-letters"
 _MAX_MESSAGE: Final = 4096
+_BACKOFF_BASE_SECONDS: Final = 0.005
+_BACKOFF_CAP_SECONDS: Final = 0.25
 
 
 class OperationsContended(FlagstreamError):
@@ -105,7 +109,11 @@ class PostgresStreamHead:
 
 
 class OperationsJournal:
-    """Appends operator actions to their ``ops:`` stream, retrying when another action won the race."""
+    """Appends operator actions to their ``ops:`` stream, retrying when another action won the race.
+
+    Share one journal per process: it serialises its own appends, so only other processes
+    (API replicas, the CLI) can move the head under it — then it re-reads the head and retries
+    after a jittered backoff, ``max_attempts`` times in all."""
 
     def __init__(
         self,
@@ -114,13 +122,14 @@ class OperationsJournal:
         *,
         clock: Callable[[], datetime],
         new_id: Callable[[], UUID] = uuid.uuid4,
-        max_attempts: int = 8,
+        max_attempts: int = 10,
     ) -> None:
         self._store = store
         self._head = head
         self._clock = clock
         self._new_id = new_id
         self._max_attempts = max_attempts
+        self._lock = asyncio.Lock()
 
     async def record(
         self,
@@ -135,32 +144,39 @@ class OperationsJournal:
             raise ValueError(f"operator actions go to an {OPS_STREAM_PREFIX!r} stream, not {stream!r}")
         draft = to_draft(payload)
         last_conflict: VersionConflict | None = None
-        for attempt in range(1, self._max_attempts + 1):
-            version, prev_hash = await self._head(stream)
-            event = seal(
-                draft,
-                event_id=self._new_id(),
-                flag_key=stream,
-                version=version + 1,
-                prev_hash=prev_hash,
-                occurred_at=self._clock(),
-                actor=actor,
-                reason=reason,
-                correlation_id=correlation_id,
-            )
-            try:
-                await self._store.append([event])
-            except VersionConflict as e:
-                log.info("operations.append_conflict", stream=stream, attempt=attempt, version=version + 1)
-                last_conflict = e
-                continue
-            log.info(
-                "operations.recorded", stream=stream, type=event.type, version=event.version, actor=actor
-            )
-            return event
+        async with self._lock:  # one writer per process; other processes are retried below
+            for attempt in range(1, self._max_attempts + 1):
+                version, prev_hash = await self._head(stream)
+                event = seal(
+                    draft,
+                    event_id=self._new_id(),
+                    flag_key=stream,
+                    version=version + 1,
+                    prev_hash=prev_hash,
+                    occurred_at=self._clock(),
+                    actor=actor,
+                    reason=reason,
+                    correlation_id=correlation_id,
+                )
+                try:
+                    await self._store.append([event])
+                except VersionConflict as e:
+                    log.info(
+                        "operations.append_conflict", stream=stream, attempt=attempt, version=version + 1
+                    )
+                    last_conflict = e
+                    await asyncio.sleep(self._backoff(attempt))  # jittered backoff before a retry
+                    continue
+                log.info(
+                    "operations.recorded", stream=stream, type=event.type, version=event.version, actor=actor
+                )
+                return event
         raise OperationsContended(
             f"{stream}: {self._max_attempts} concurrent appends won the race; nothing recorded"
         ) from last_conflict
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0.0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt))
 
 
 class Redriver(Protocol):

@@ -116,9 +116,13 @@ class BlockedFlagsOut(BaseModel):
     total: int
 
 
-def _operations(services: Services) -> DeadLetterOperations:
+def _operations(request: Request, services: Services) -> DeadLetterOperations:
+    """Per request, around the process's one journal (kept on ``app.state``: it serialises appends)."""
+    journal = getattr(request.app.state, "operations_journal", None)
+    if not isinstance(journal, OperationsJournal):
+        journal = OperationsJournal(services.store, PostgresStreamHead(services.pool), clock=_utc_now)
+        request.app.state.operations_journal = journal
     registry = getattr(services, "redrivers", None)
-    journal = OperationsJournal(services.store, PostgresStreamHead(services.pool), clock=_utc_now)
     return DeadLetterOperations(
         DeadLetterStore(services.pool),
         journal,

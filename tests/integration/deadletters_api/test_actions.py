@@ -38,7 +38,13 @@ async def _ops_events(api: DlqApi) -> list[Event]:
 
 @pytest.mark.parametrize(
     ("body", "path"),
-    [(None, "$"), ({}, "reason"), ({"reason": ""}, "reason"), ({"reason": "   "}, "reason"), ({"why": "x"}, "reason")],
+    [
+        (None, "$"),
+        ({}, "reason"),
+        ({"reason": ""}, "reason"),
+        ({"reason": "   "}, "reason"),
+        ({"why": "x"}, "reason"),
+    ],
 )
 async def test_purge__no_reason__422_and_letter_stays_parked(api: DlqApi, body: Any, path: str) -> None:
     (letter,) = await api.park(a_letter())
@@ -50,7 +56,9 @@ async def test_purge__no_reason__422_and_letter_stays_parked(api: DlqApi, body: 
     assert await _ops_events(api) == []
 
 
-async def test_purge__with_reason__resolves_letter_and_records_event_with_principal_as_actor(api: DlqApi) -> None:
+async def test_purge__with_reason__resolves_letter_and_records_event_with_principal_as_actor(
+    api: DlqApi,
+) -> None:
     (letter,) = await api.park(a_letter("projector", "checkout", 4))
     response = await api.request(
         "DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "poison: superseded by v5"}
@@ -60,13 +68,21 @@ async def test_purge__with_reason__resolves_letter_and_records_event_with_princi
     assert body["letter"]["status"] == "purged" and body["letter"]["resolved_by"] == "test-ops"
     (event,) = await _ops_events(api)
     assert (str(event.event_id), event.version, body["event_version"]) == (body["event_id"], 1, 1)
-    assert (event.type, event.actor, event.reason) == ("DeadLetterPurged", "test-ops", "poison: superseded by v5")
+    assert (event.type, event.actor, event.reason) == (
+        "DeadLetterPurged",
+        "test-ops",
+        "poison: superseded by v5",
+    )
     assert event.correlation_id == response.headers.get("x-request-id", event.correlation_id)
     payload = read_payload(event)
     assert isinstance(payload, DeadLetterPurgedPayload)
     ref = payload.letter
     assert (ref.letter_id, ref.stage, ref.flag_key, ref.version) == (letter.id, "projector", "checkout", 4)
-    assert (ref.event_id, ref.error_class, ref.error_message) == (letter.event_id, "MalformedEvent", "cannot apply")
+    assert (ref.event_id, ref.error_class, ref.error_message) == (
+        letter.event_id,
+        "MalformedEvent",
+        "cannot apply",
+    )
     stored = await api.dlq.get(letter.id)
     assert (stored.status, stored.resolved_by, stored.resolve_reason) == (
         "purged",
@@ -78,7 +94,9 @@ async def test_purge__with_reason__resolves_letter_and_records_event_with_princi
 async def test_purge__already_purged__409_and_no_second_event(api: DlqApi) -> None:
     (letter,) = await api.park(a_letter())
     first = await api.request("DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "x"})
-    second = await api.request("DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "x"}, role="admin")
+    second = await api.request(
+        "DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "x"}, role="admin"
+    )
     assert first.status_code == 200 and second.status_code == 409
     assert second.json()["error"]["code"] == "dead_letter_resolved"
     assert len(await _ops_events(api)) == 1
@@ -153,7 +171,9 @@ async def test_redrive_one__unknown_id__404(api: DlqApi) -> None:
     assert response.status_code == 404 and response.json()["error"]["code"] == "dead_letter_not_found"
 
 
-async def test_redrive_one__redriver_fails__200_with_failure_and_letter_left_to_the_stage(api: DlqApi) -> None:
+async def test_redrive_one__redriver_fails__200_with_failure_and_letter_left_to_the_stage(
+    api: DlqApi,
+) -> None:
     api.register_redriver("relay", RecordingRedriver(fail=True))
     (letter,) = await api.park(a_letter("relay", "checkout", 1))
     response = await api.request("POST", f"/api/v1/dead-letters/{letter.id}/redrive")
@@ -177,7 +197,11 @@ async def test_redrive_by_filter__stage__redrives_only_that_stage_in_version_ord
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["redriven"], sorted(body["ids"]), body["by_stage"]) == (3, sorted([b2.id, a1.id, b1.id]), {"projector": 3})
+    assert (body["redriven"], sorted(body["ids"]), body["by_stage"]) == (
+        3,
+        sorted([b2.id, a1.id, b1.id]),
+        {"projector": 3},
+    )
     assert projector.calls == [[("a", 1, a1.id), ("b", 1, b1.id), ("b", 2, b2.id)]] and relay.calls == []
     assert (await api.dlq.get(untouched.id)).status == "parked"
     (event,) = await _ops_events(api)
@@ -214,7 +238,9 @@ async def test_redrive_by_filter__nothing_matches__zero_and_no_event(api: DlqApi
         ({"older_than": "soon"}, "validation_error", "older_than"),
     ],
 )
-async def test_redrive_by_filter__bad_body__422(api: DlqApi, body: dict[str, Any], code: str, path: str) -> None:
+async def test_redrive_by_filter__bad_body__422(
+    api: DlqApi, body: dict[str, Any], code: str, path: str
+) -> None:
     (letter,) = await api.park(a_letter("relay"))
     response = await api.request("POST", "/api/v1/dead-letters/redrive", json=body)
     assert response.status_code == 422, response.text

@@ -1,4 +1,4 @@
-"""Operators read the dead-letter queue over HTTP: list with filters and pagination, one letter, blocked flags."""
+"""Operators read the dead-letter queue over HTTP: list (filters, pages), one letter, blocked flags."""
 
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ async def test_list__no_filter__returns_parked_letters_in_id_order(api: DlqApi) 
     assert [item["id"] for item in body["items"]] == [letter.id for letter in parked]
     assert body["next_cursor"] is None
     first = body["items"][0]
-    assert (first["stage"], first["flag"], first["version"], first["status"]) == ("projector", "a", 1, "parked")
-    assert (first["error_class"], first["error_message"], first["attempts"]) == ("MalformedEvent", "cannot apply", 1)
+    assert (first["stage"], first["flag"], first["version"], first["status"]) == (
+        "projector",
+        "a",
+        1,
+        "parked",
+    )
+    assert (first["error_class"], first["error_message"], first["attempts"]) == (
+        "MalformedEvent",
+        "cannot apply",
+        1,
+    )
     assert first["event"] is None  # bodies only in the detail view
 
 
@@ -55,7 +64,9 @@ async def test_list__status_any__includes_resolved_letters(api: DlqApi) -> None:
     purged_only = (await api.request("GET", "/api/v1/dead-letters?status=purged")).json()["items"]
     every = (await api.request("GET", "/api/v1/dead-letters?status=any")).json()["items"]
     assert [i["id"] for i in default] == [parked.id]
-    assert [(i["id"], i["status"], i["resolved_by"]) for i in purged_only] == [(purged.id, "purged", "someone")]
+    assert [(i["id"], i["status"], i["resolved_by"]) for i in purged_only] == [
+        (purged.id, "purged", "someone")
+    ]
     assert [i["id"] for i in every] == [purged.id, parked.id]
 
 
@@ -91,7 +102,9 @@ async def test_list__limit_and_cursor__pages_through_every_letter_once(api: DlqA
         ("status=lost", "validation_error", "status"),
     ],
 )
-async def test_list__bad_query__422_with_code_and_field_path(api: DlqApi, query: str, code: str, path: str) -> None:
+async def test_list__bad_query__422_with_code_and_field_path(
+    api: DlqApi, query: str, code: str, path: str
+) -> None:
     response = await api.request("GET", f"/api/v1/dead-letters?{query}")
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -124,7 +137,10 @@ async def test_blocked_flags__parked_letters__lists_flags_per_stage(api: DlqApi)
     await api.dlq.mark_purged(purged.id, "someone", "obsolete")
     response = await api.request("GET", "/api/v1/dead-letters/blocked-flags")
     assert response.status_code == 200, response.text
-    assert response.json() == {"stages": {"relay": ["c"], "projector": ["a", "b"], "rollback": []}, "total": 3}
+    assert response.json() == {
+        "stages": {"relay": ["c"], "projector": ["a", "b"], "rollback": []},
+        "total": 3,
+    }
 
 
 ENDPOINTS = [

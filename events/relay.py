@@ -193,8 +193,8 @@ class Relay:
                 await self._listener.ensure()
                 self._listener.woken.clear()
             try:
-                handled = await self.drain(stop)
                 await self._probe_if_due()
+                handled = await self.drain(stop)
                 if time.monotonic() - last_backlog >= _BACKLOG_EVERY:
                     last_backlog = time.monotonic()
                     await self._report_backlog()
@@ -232,7 +232,8 @@ class Relay:
             return
         if not self._probe_due and time.monotonic() - self._last_probe < self._probe_interval:
             return
-        lost = await self._guard.probe()
+        await self._load_guard()
+        lost = await self.breaker.call(self._guard.probe)  # Kafka down: counts, and no hammering
         self._probe_due, self._last_probe = False, time.monotonic()
         if lost:
             await self._recover_lost_log(f"probe: {len(lost)} partitions lost their records")

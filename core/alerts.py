@@ -21,6 +21,7 @@ Rules (see docs/rollback.md):
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_CONFIRMATION_SECONDS",
     "FINGERPRINT_PATTERN",
     "INCIDENT_STREAM_PREFIX",
+    "Decision",
     "Implicated",
     "IncidentFlag",
     "IncidentRecordedPayload",
@@ -53,9 +55,12 @@ __all__ = [
     "MetricAlertPayload",
     "MetricAlertResolvedPayload",
     "NotImplicated",
+    "NotImplicatedOutcome",
+    "alert_environment",
     "alert_info",
     "alert_stream",
     "decide_flag",
+    "fingerprint_of",
     "implicated_flags",
     "incident_stream",
 ]
@@ -130,6 +135,18 @@ def incident_stream(incident_id: str) -> str:
     return INCIDENT_STREAM_PREFIX + incident_id
 
 
+def alert_environment(alert: MetricAlertPayload) -> str | None:
+    """The alert's ``environment`` label when it is a valid environment name."""
+    environment = alert.labels.get("environment")
+    return environment if environment and _ENVIRONMENT.match(environment) else None
+
+
+def fingerprint_of(labels: Mapping[str, str]) -> str:
+    """A stable fingerprint for an alert that has none: SHA-256 of its sorted labels (16 hex digits)."""
+    text = "\n".join(f"{k}={labels[k]}" for k in sorted(labels))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def alert_info(alert: MetricAlertPayload) -> AlertInfo:
     return AlertInfo(fingerprint=alert.fingerprint, labels=dict(alert.labels), values=dict(alert.values))
 
@@ -179,8 +196,8 @@ def implicated_flags(
 
     With a ``flag`` label only that flag is considered; an empty result means no candidate.
     """
-    environment = alert.labels.get("environment")
-    if not environment or not _ENVIRONMENT.match(environment):
+    environment = alert_environment(alert)
+    if environment is None:
         return [NotImplicated(alert.labels.get("flag"), None, "not_implicated",
                               "the alert has no valid environment label")]
     named = alert.labels.get("flag")

@@ -162,3 +162,26 @@ async def test_apply__other_namespace__leaves_live_keys_alone(client: Redis) -> 
 
     assert await client.exists("fs-shadow:state:checkout") == 1
     assert [k async for k in client.scan_iter("fs:*")] == []
+
+
+async def test_apply__checkpoint_below_floor__behind_and_nothing_written(client: Redis) -> None:
+    model, writer = RedisReadModel(client), StreamWriter()
+    created = writer.create(flag_doc("checkout", "production"))
+
+    result = await model.apply(created, Checkpoint("g", "t", 0, 5, floor=5))  # Redis "lost" offsets 0..4
+
+    assert result.outcome is ApplyOutcome.BEHIND
+    assert await _snapshot(client) == {}
+
+
+async def test_apply__primed_state_stale__retried_from_redis(client: Redis) -> None:
+    model, writer = RedisReadModel(client), StreamWriter()
+    created = writer.create(flag_doc("checkout", "production"))
+    second = writer.configure("checkout", "production", on_config(True))
+    await model.prime_states(["checkout"])  # primed at version 0
+    await RedisReadModel(client).apply(created)  # another writer moves the stream to version 1
+
+    result = await model.apply(second)
+
+    assert result.outcome is ApplyOutcome.APPLIED
+    assert await model.load_flag_state("checkout") == replay([created, second])

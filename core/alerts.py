@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
+from core import evolve as _evolve  # module import: core.events imports this module while loading
 from core.envelope import Event
 from core.events import (
     AlertInfo,
@@ -39,7 +40,6 @@ from core.events import (
     read_payload,
     register_payload,
 )
-from core.evolve import config_at, environment_changes_after, replay
 from core.model import ENVIRONMENT_PATTERN, AutoRollback, EnvironmentConfig
 
 __all__ = [
@@ -227,7 +227,7 @@ def decide_flag(
 ) -> Decision:
     """Whether (and to what) to roll back one flag environment for a firing alert."""
     key = events[0].flag_key
-    state = replay(events)
+    state = _evolve.replay(events)
     version = state.version
 
     def no(outcome: NotImplicatedOutcome, why: str) -> NotImplicated:
@@ -244,7 +244,7 @@ def decide_flag(
     if not settings.enabled:
         return no("opted_out", f"auto_rollback is not enabled in {environment!r}")
     by_version = {e.version: e for e in events}
-    changes = [by_version[v] for v in environment_changes_after(events, 0, environment)]
+    changes = [by_version[v] for v in _evolve.environment_changes_after(events, 0, environment)]
     change = _implicated_change(alert, changes, lookback)
     if isinstance(change, str):
         return no("not_implicated", change)
@@ -257,13 +257,13 @@ def decide_flag(
         return no("changed_after_alert", f"{environment!r} was changed by {later[-1].actor} at version "
                                          f"{later[-1].version}, after the alert started")
     to_version = change.version - 1
-    restored = config_at(events, to_version, environment)
+    restored = _evolve.config_at(events, to_version, environment)
     effective = restored or current.model_copy(update={"enabled": False})
     if effective == current:
         return no("not_implicated", f"{environment!r} already has the configuration of version {to_version}")
     return Implicated(
         flag_key=key, environment=environment, decided_version=version, to_version=to_version,
-        undone_versions=environment_changes_after(events, to_version, environment),
+        undone_versions=_evolve.environment_changes_after(events, to_version, environment),
         restored_config=restored, auto_rollback=settings, explicit=explicit,
     )
 

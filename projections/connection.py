@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-__all__ = ["make_redis"]
+__all__ = ["make_redis", "require_text_client"]
 
 
 def make_redis(
@@ -24,3 +24,10 @@ def make_redis(
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         health_check_interval=0,
     )
+
+
+def require_text_client(client: Redis) -> Redis:
+    """Refuse a client that answers bytes: the read side compares and parses ``str`` values."""
+    if not client.connection_pool.connection_kwargs.get("decode_responses", False):
+        raise ValueError("the read side needs a Redis client with decode_responses=True (see make_redis)")
+    return client

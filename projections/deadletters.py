@@ -34,6 +34,7 @@ import structlog
 from core.envelope import Event
 from core.errors import FlagstreamError
 from events.deadletters import (
+    MAX_PAGE,
     DeadLetterFilter,
     DeadLetterResolved,
     DeadLetterStore,
@@ -228,7 +229,7 @@ async def redrive_projector_letters(
     by: str = "system",
     reason: str | None = None,
 ) -> RedriveReport:
-    """Redrive parked projector letters (those named, or every parked one of ``flag_key``) and
+    """Redrive parked projector letters (those named, or the blockers of ``flag_key``) and
     process at once, in version order, everything of the projector stage that may now pass.
 
     A letter that fails again is parked again and holds the rest of its flag. Letters already
@@ -245,9 +246,11 @@ async def redrive_projector_letters(
                     redriven.append((await dlq.mark_redriven(letter_id, by, reason)).id)
                 except DeadLetterResolved:
                     continue  # already redriven or purged: the release below handles it
-        if flag_key is not None:
-            flt = DeadLetterFilter(stage=STAGE, flag_key=flag_key)
-            redriven += [lt.id for lt in await dlq.mark_redriven_matching(flt, by, reason)]
+        if flag_key is not None:  # its blockers: the letters waiting behind them follow by themselves
+            page = await dlq.list(DeadLetterFilter(stage=STAGE, flag_key=flag_key), limit=MAX_PAGE)
+            for letter in page.items:
+                if letter.is_blocker:
+                    redriven.append((await dlq.mark_redriven(letter.id, by, reason)).id)
         hooks = ProjectorDeadLetters(dlq, read_model)
         try:
             report = await hooks.gate.release(hooks.apply_released)

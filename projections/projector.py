@@ -8,7 +8,12 @@
 - Every apply carries a checkpoint *floor* (what the projector believes Redis holds); when Redis
   answers "behind" (it lost data) the partition is rewound to Redis's checkpoint.
 - A record that cannot be parsed, is refused by the core, or follows a version gap raises
-  :class:`PoisonEvent` from :meth:`Projector._reject` — the hook of the dead-letter queue.
+  :class:`PoisonEvent` from :meth:`Projector._reject`; with ``dead_letters``
+  (:class:`projections.deadletters.ProjectorDeadLetters`) it is parked and its flag blocked,
+  later events of a blocked flag are held (parked as waiting), and the checkpoint moves past both
+  (docs/failure-handling.md). Without it, the poison record stops the projector.
+- Streams that are not projected (``incident:``, ``ops:``, ``alert:``) are skipped; the
+  checkpoint moves past them.
 - Redis unreachable: the partition is sought back to the failed record and
   :class:`ReadModelUnavailable` is raised; :meth:`run` pauses and retries, committing nothing.
 """
@@ -31,8 +36,10 @@ from pydantic import ValidationError
 from core.envelope import Event
 from events.kafka import make_consumer
 from monitoring import metrics
+from projections.deadletters import ProjectorDeadLetters, is_projected_stream
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
 from projections.readmodel import ApplyOutcome, Checkpoint, RedisReadModel
+from projections.resilience import advance_checkpoint
 
 __all__ = ["DEFAULT_GROUP", "Projector"]
 
@@ -66,8 +73,10 @@ class Projector:
         client_id: str = "flagstream-projector",
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        dead_letters: ProjectorDeadLetters | None = None,
     ) -> None:
         self.read_model = read_model
+        self._dead_letters = dead_letters
         self.topic = topic
         self.group = group
         self._max_records = max_records
@@ -83,6 +92,8 @@ class Projector:
         self.applied = 0
 
     async def start(self) -> None:
+        if self._dead_letters is not None:
+            await self._dead_letters.start()
         await self._consumer.start()
         self._consumer.subscribe([self.topic], listener=_SeekOnAssignment(self))
 
@@ -118,6 +129,8 @@ class Projector:
     async def process_batch(self, poll_timeout: float = 0.5) -> int:
         """Fetch one batch and apply it, partition by partition, in offset order. Returns records handled."""
         await self._resolve_pending_seeks()
+        if self._dead_letters is not None:
+            await self._dead_letters.maintain()  # release redriven / waiting letters, reload blocked flags
         batches = await self._consumer.getmany(
             timeout_ms=int(poll_timeout * 1000), max_records=self._max_records
         )
@@ -144,19 +157,15 @@ class Projector:
             self._consumer.seek(tp, records[0].offset)
             raise
         for record, event in zip(records, parsed, strict=True):
-            if not isinstance(event, Event):
-                self._consumer.seek(tp, record.offset)
-                self._reject(record, "unparseable", str(event), None, event)
             checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
             try:
-                result = await self.read_model.apply(event, checkpoint)
-            except ApplyRejected as e:
-                self._consumer.seek(tp, record.offset)
-                self._reject(record, "rejected", str(e), event, e)
+                outcome = await self._project(tp, record, event, checkpoint)
             except ReadModelUnavailable:
                 self._consumer.seek(tp, record.offset)
                 raise
-            if result.outcome is ApplyOutcome.BEHIND:
+            except PoisonEvent as poison:
+                outcome = await self._park(tp, record, event, checkpoint, poison)
+            if outcome is ApplyOutcome.BEHIND:
                 _log.warning(
                     "projector.read_model_behind",
                     topic=tp.topic,
@@ -165,13 +174,72 @@ class Projector:
                 )
                 await self._seek_to_checkpoints([tp])
                 return done
-            if result.outcome is ApplyOutcome.GAP:
-                self._consumer.seek(tp, record.offset)
-                self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
             self._floors[tp] = record.offset + 1
             done.append(record)
-            self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
         return done
+
+    async def _project(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord[Any, Any],
+        event: Event | Exception,
+        checkpoint: Checkpoint,
+    ) -> ApplyOutcome:
+        """Skip a stream that is not projected, hold an event of a blocked flag, or apply.
+
+        Raises :class:`PoisonEvent` (via :meth:`_reject`) or :class:`ReadModelUnavailable`.
+        """
+        key = _key_of(record)
+        if not is_projected_stream(event.flag_key if isinstance(event, Event) else key or ""):
+            return await self._pass_over(tp, checkpoint, "skipped")
+        if not isinstance(event, Event):
+            self._reject(record, "unparseable", str(event), None, event)
+        if self._dead_letters is not None:
+            held = await self._dead_letters.screen(event, checkpoint)
+            if held is not None:
+                return await self._pass_over(tp, checkpoint, "held", held)
+        try:
+            result = await self.read_model.apply(event, checkpoint)
+        except ApplyRejected as e:
+            self._reject(record, "rejected", str(e), event, e)
+        if result.outcome is ApplyOutcome.GAP:
+            self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
+        if result.outcome is not ApplyOutcome.BEHIND:
+            self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
+        return result.outcome
+
+    async def _park(
+        self,
+        tp: TopicPartition,
+        record: ConsumerRecord[Any, Any],
+        event: Event | Exception,
+        checkpoint: Checkpoint,
+        poison: PoisonEvent,
+    ) -> ApplyOutcome:
+        """The dead-letter hook: park the poison record and move past it (without a dead-letter
+        queue: seek back to it and raise)."""
+        if self._dead_letters is None:
+            self._consumer.seek(tp, record.offset)
+            raise poison
+        try:
+            outcome = await self._dead_letters.park(
+                poison, event if isinstance(event, Event) else None, checkpoint, record_key=_key_of(record)
+            )
+        except ReadModelUnavailable:
+            self._consumer.seek(tp, record.offset)
+            raise
+        metrics.record_events_projected("-", "parked")
+        metrics.set_projector_offset(tp.topic, tp.partition, record.offset + 1)
+        return outcome
+
+    async def _pass_over(
+        self, tp: TopicPartition, checkpoint: Checkpoint, label: str, moved: ApplyOutcome | None = None
+    ) -> ApplyOutcome:
+        """Count a record that changes no stream, moving the checkpoint past it unless ``moved``."""
+        outcome = moved or await advance_checkpoint(self.read_model, checkpoint)
+        metrics.record_events_projected("-", label)
+        metrics.set_projector_offset(tp.topic, tp.partition, checkpoint.offset + 1)
+        return outcome
 
     def _reject(
         self,
@@ -253,6 +321,13 @@ class Projector:
             if outcome == ApplyOutcome.APPLIED and env != "-":
                 metrics.set_projection_lag(env, lag)
         metrics.set_projector_offset(tp.topic, tp.partition, nxt)
+
+
+def _key_of(record: ConsumerRecord[Any, Any]) -> str | None:
+    key = record.key
+    if isinstance(key, bytes):
+        return key.decode("utf-8", errors="replace")
+    return key if isinstance(key, str) else None
 
 
 def _parse(record: ConsumerRecord[Any, Any]) -> Event | Exception:

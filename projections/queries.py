@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from core.model import Flag
 from core.state import FlagState
+from projections.connection import require_text_client
 from projections.documents import decode_env_doc, is_segment_stream
 from projections.errors import ReadModelUnavailable
 from projections.keys import Keyspace
@@ -31,7 +32,7 @@ class FlagView:
 
 class ReadModelQueries:
     def __init__(self, client: Redis, keys: Keyspace | None = None) -> None:
-        self._client = client
+        self._client = require_text_client(client)
         self.keys = keys or Keyspace()
 
     async def get_flag(self, flag_key: str) -> FlagState | None:

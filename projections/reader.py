@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from core.evaluation import CompiledEnvironment, EvaluationResult, compile_environment
 from core.model import Flag, Segment
 from monitoring import metrics
-from projections.connection import make_redis
+from projections.connection import make_redis, require_text_client
 from projections.documents import decode_env_doc, decode_segment_doc
 from projections.errors import ReadModelUnavailable
 from projections.keys import DEFAULT_NAMESPACE, Keyspace
@@ -62,7 +62,9 @@ class EnvironmentReader:
         self.keys = Keyspace(namespace)
         self._owns_client = isinstance(redis, str)
         self._client: Redis = (
-            make_redis(redis, socket_timeout=2.0, retries=0) if isinstance(redis, str) else redis
+            make_redis(redis, socket_timeout=2.0, retries=0)
+            if isinstance(redis, str)
+            else require_text_client(redis)
         )
         self._poll_interval = poll_interval
         self._max_backoff = max_backoff

@@ -21,6 +21,7 @@ from core.envelope import Event
 from core.errors import FlagstreamError
 from core.evolve import evolve, evolve_segment
 from core.state import FlagState, SegmentState
+from projections.connection import require_text_client
 from projections.documents import ApplyPlan, parse_state, plan_flag_apply, plan_noop, plan_segment_apply
 from projections.errors import ApplyRejected, ReadModelUnavailable
 from projections.keys import Keyspace
@@ -68,7 +69,7 @@ class RedisReadModel:
     """One namespace of the read model, written event by event."""
 
     def __init__(self, client: Redis, keys: Keyspace | None = None) -> None:
-        self._client = client
+        self._client = require_text_client(client)
         self.keys = keys or Keyspace()
         self._apply = client.register_script(load_script("apply.lua"))
         self._known: dict[str, State] = {}

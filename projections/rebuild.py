@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from core.envelope import Event
 from events.kafka import make_consumer
 from projections.batch import BatchRecord, fold_and_write
+from projections.connection import require_text_client
 from projections.errors import PoisonEvent, SwitchRefused
 from projections.keys import Keyspace
 from projections.projector import DEFAULT_GROUP
@@ -72,7 +73,7 @@ class ShadowRebuild:
         batch: int = 2000,
         idle: float = 1.0,
     ) -> None:
-        self._client = client
+        self._client = require_text_client(client)
         self.live = live or Keyspace()
         self.shadow = shadow or Keyspace(DEFAULT_SHADOW)
         if self.live.namespace == self.shadow.namespace:

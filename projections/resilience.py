@@ -35,6 +35,7 @@ __all__ = [
     "PROJECTOR_BREAKER",
     "PROJECTOR_RETRY",
     "ResilientReadModel",
+    "advance_checkpoint",
     "make_projector_breaker",
 ]
 
@@ -123,3 +124,12 @@ class ResilientReadModel(RedisReadModel):
             return await call_resilient(self.breaker, self.policy, call)
         except CircuitOpen as e:
             raise ReadModelUnavailable(f"redis circuit open, retry in {e.retry_after:.1f}s") from e
+
+
+async def advance_checkpoint(read_model: RedisReadModel, checkpoint: Checkpoint) -> ApplyOutcome:
+    """Move a partition's checkpoint past a record that changes no stream (skipped or parked):
+    through the breaker for a :class:`ResilientReadModel`, directly otherwise."""
+    if isinstance(read_model, ResilientReadModel):
+        return await read_model.advance_checkpoint(checkpoint)
+    outcome, _ = await read_model._run(plan_noop("-", 0), checkpoint)
+    return ApplyOutcome(outcome)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,7 @@ from core.decide import decide, decide_segment
 from core.envelope import SEGMENT_STREAM_PREFIX, Event, EventDraft, seal
 from core.errors import InvalidCommand, VersionConflict
 from core.events import AlertInfo
-from core.evolve import replay, replay_segment
+from core.evolve import evolve, replay, replay_segment
 from core.model import EnvironmentConfig, Flag, Operator, Rule, Segment
 from core.state import Catalog, FlagState, SegmentState
 from events.errors import DuplicateIdempotencyKey
@@ -115,12 +116,15 @@ class CommandService:
         clock: Callable[[], datetime],
         new_id: Callable[[], UUID],
         shape_response: ResponseShaper = default_response,
+        cache_size: int = 10_000,
     ) -> None:
         self._store = store
         self._clock = clock
         self._new_id = new_id
         self._shape = shape_response
         self._locks: dict[str, list[Any]] = {}
+        self._states: OrderedDict[str, FlagState] = OrderedDict()
+        self._cache_size = cache_size
 
     async def execute(self, command: Command, meta: CommandMeta) -> CommandOutcome:
         if meta.idempotency_key:
@@ -137,6 +141,9 @@ class CommandService:
             try:
                 return await self._decide_and_append(command, meta)
             except VersionConflict:
+                stale = self._states.pop(_stream_of(command), None) is not None
+                if stale and attempts == 1:
+                    continue  # decided on a cached state another process had moved on from: decide afresh
                 if command.expected_version is not None or attempts >= _MAX_DECIDE_ATTEMPTS:
                     raise
                 log.info("command.retry_after_conflict", attempt=attempts, command=type(command).__name__)
@@ -165,6 +172,23 @@ class CommandService:
 
     async def load_flag(self, key: str, *, to_version: int | None = None) -> FlagState:
         return replay(await self._store.read_stream(key, to_version=to_version), key=key)
+
+    async def _current_flag(self, key: str) -> FlagState:
+        """The flag as this process last wrote or read it; the store's unique (flag_key, version) catches
+        a state another process has moved on from (VersionConflict -> dropped from the cache, decided again)."""
+        cached = self._states.get(key)
+        if cached is not None:
+            self._states.move_to_end(key)
+            return cached
+        return await self.load_flag(key)
+
+    def _remember(self, state: FlagState) -> None:
+        if state.version == 0:
+            return
+        self._states[state.key] = state
+        self._states.move_to_end(state.key)
+        while len(self._states) > self._cache_size:
+            self._states.popitem(last=False)
 
     async def load_segment(self, key: str) -> SegmentState:
         return replay_segment(await self._store.read_stream(SEGMENT_STREAM_PREFIX + key), key=key)
@@ -223,7 +247,7 @@ class CommandService:
         )
 
     async def _decide_and_append(self, command: Command, meta: CommandMeta) -> CommandOutcome:
-        stream, drafts, last_version, last_hash = await self._decide(command)
+        stream, drafts, last_version, last_hash, state_before = await self._decide(command)
         events = self._seal_all(
             drafts, stream=stream, version=last_version, prev_hash=last_hash, command=command, meta=meta
         )
@@ -240,7 +264,12 @@ class CommandService:
                     response=body,
                 )
             await self._store.append(events, idempotency=idempotency)
-            log.info(
+            if state_before is not None:
+                after = state_before
+                for event in events:
+                    after = evolve(after, event)
+                self._remember(after)
+            log.debug(
                 "command.accepted",
                 stream=stream,
                 version=version,
@@ -251,17 +280,21 @@ class CommandService:
             stream=stream, version=version, events=tuple(events), response=body, status=status
         )
 
-    async def _decide(self, command: Command) -> tuple[str, list[EventDraft], int, str]:
+    async def _decide(self, command: Command) -> tuple[str, list[EventDraft], int, str, FlagState | None]:
         if isinstance(command, SegmentCommand):
             segment_state = await self.load_segment(command.segment_key)
             catalog = await self._segment_catalog(command, segment_state)
             drafts = decide_segment(segment_state, command, catalog)
-            return segment_state.stream, drafts, segment_state.version, segment_state.last_hash
+            return segment_state.stream, drafts, segment_state.version, segment_state.last_hash, None
         assert isinstance(command, FlagCommand)
-        state = await self.load_flag(command.flag_key)
+        state = await self._current_flag(command.flag_key)
         catalog = await self._flag_catalog(command, state)
-        drafts = decide(state, command, catalog)
-        return state.key, drafts, state.version, state.last_hash
+        try:
+            drafts = decide(state, command, catalog)
+        except VersionConflict:
+            self._states.pop(state.key, None)
+            raise
+        return state.key, drafts, state.version, state.last_hash, state
 
     def _seal_all(
         self,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -23,7 +23,12 @@ from events.audit.access import log_audit_access
 from events.audit.asof import evaluate_as_of, flag_as_of
 from events.audit.stream import StreamSettings
 from events.db import apply_migrations, create_pool
+from events.deadletters import DeadLetterStore
+from events.guarded import GuardedEventStore
 from events.keys import ApiKeyStore
+from events.operations import refresh_dead_letter_metrics
+from events.relay_status import RelayStatus, read_relay_status
+from events.resilience import AsyncCircuitBreaker
 from events.service import CommandMeta, CommandOutcome, CommandService
 from events.store import PostgresEventStore
 from monitoring import metrics
@@ -39,9 +44,16 @@ if TYPE_CHECKING:
 
     from runtime.settings import Settings
 
-__all__ = ["Container"]
+__all__ = ["POSTGRES_BREAKER", "Container"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 log = structlog.get_logger("api.container")
+
+POSTGRES_BREAKER = "postgres-api"
+_GAUGE_REFRESH_SECONDS = 5.0
+_POOL_CLOSE_SECONDS = 5.0
 
 
 def _utc_now() -> datetime:
@@ -61,19 +73,34 @@ class Container:
     queries: ReadModelQueries
     read_model: RedisReadModel
     readers: ReaderPool
+    guarded_store: GuardedEventStore
+    breakers: dict[str, AsyncCircuitBreaker] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     _extras: dict[str, Any] = field(default_factory=dict)
+    _gauges_refreshed_at: float = float("-inf")
 
     @classmethod
     async def start(cls, settings: Settings) -> Container:
         database_url = _required(settings.database_url, "DATABASE_URL")
         await apply_migrations(database_url)
-        pool = await create_pool(database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        pool = await create_pool(
+            database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            command_timeout=settings.db_command_timeout_seconds,
+        )
         store = PostgresEventStore(pool)
         keys = ApiKeyStore(pool)
+        breaker = AsyncCircuitBreaker(
+            POSTGRES_BREAKER,
+            fail_max=int(getattr(settings, "api_breaker_fail_max", 5)),
+            reset_timeout=float(getattr(settings, "api_breaker_reset_seconds", 5.0)),
+        )
+        guarded = GuardedEventStore(store, breaker)
 
         async def lookup(secret: str) -> Principal | None:
-            found = await keys.authenticate(secret)
+            # through the breaker: a Postgres outage is a 503 (StoreUnavailable/CircuitOpen), never a 401
+            found = await guarded.guard_read(keys.authenticate, secret)
             return None if found is None else Principal(found.name, str(found.role.value), found.key_id)
 
         redis = make_redis(
@@ -88,18 +115,48 @@ class Container:
             store=store,
             keys=keys,
             auth=AuthCache(lookup, ttl_seconds=5.0),
-            commands=CommandService(store, clock=_utc_now, new_id=uuid.uuid4),
+            commands=CommandService(guarded, clock=_utc_now, new_id=uuid.uuid4),
             redis=redis,
             keyspace=keyspace,
             queries=ReadModelQueries(redis, keyspace),
             read_model=RedisReadModel(redis, keyspace),
             readers=ReaderPool(redis, namespace=settings.redis_namespace),
+            guarded_store=guarded,
+            breakers={POSTGRES_BREAKER: breaker},
         )
 
     async def close(self) -> None:
-        await self.readers.close()
-        await self.redis.aclose()
-        await self.pool.close()
+        """Release every client, bounded: a pool whose connections are not back in time is terminated."""
+        try:
+            await self.readers.close()
+            await self.redis.aclose()
+        finally:
+            try:
+                await asyncio.wait_for(self.pool.close(), _POOL_CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("api.pool_close_timeout", seconds=_POOL_CLOSE_SECONDS)
+                self.pool.terminate()
+
+    async def read_postgres(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read-only Postgres call through the API's breaker, retried within bounds (for routes)."""
+        return await self.guarded_store.guard_read(fn, *args, **kwargs)
+
+    async def relay_status(self) -> list[RelayStatus]:
+        """What each relay last wrote to ``relay_status`` (read through the breaker)."""
+        return await self.read_postgres(read_relay_status, self.pool)
+
+    async def refresh_gauges(self) -> None:
+        """DB pool gauges every time; dead-letter gauges at most every few seconds (a failure is logged)."""
+        pool = self.pool
+        metrics.set_db_pool("api", in_use=pool.get_size() - pool.get_idle_size(), size=pool.get_max_size())
+        now = time.monotonic()
+        if now - self._gauges_refreshed_at < _GAUGE_REFRESH_SECONDS:
+            return
+        self._gauges_refreshed_at = now
+        try:
+            await self.read_postgres(refresh_dead_letter_metrics, DeadLetterStore(pool))
+        except Exception as e:
+            log.warning("api.dead_letter_metrics_failed", error_class=type(e).__name__)
 
     async def execute(self, command: Command, meta: CommandMeta) -> CommandOutcome:
         started = time.perf_counter()
@@ -133,7 +190,7 @@ class Container:
 
     def breaker_report(self) -> dict[str, str]:
         """``{"breaker:<name>": state}`` for every circuit breaker of this process."""
-        breakers = self._extras.get("breakers", {})
+        breakers = {**self._extras.get("breakers", {}), **self.breakers}
         return {f"breaker:{name}": str(b.state) for name, b in breakers.items()}
 
     def audit_stream(self) -> StreamSettings:

@@ -1,21 +1,29 @@
 """Liveness, readiness and metrics.
 
 ``/readyz`` names every dependency that is not ready: Postgres, Redis, Kafka (a metadata
-round-trip, cached briefly) and the projection (the newest appended event is visible in the
+round-trip, cached briefly), the projection (the newest appended event is visible in the
 read model — checked on the newest event rather than on Kafka offsets, because tansu's high
-watermark cannot be trusted after a multi-record batch).
+watermark cannot be trusted after a multi-record batch), every circuit breaker of this process
+(``breaker:<name>``) and each relay's last report from Postgres (``relay:<name>``).
+
+Each failing check is *degraded* or *not ready*. Degraded (``200``): commands still land in
+Postgres, publication or projection waits — Kafka unreachable, a relay whose breaker is not
+closed or that holds flags behind dead letters, and the projection behind while Kafka or a relay
+is failing. Anything else failing (Postgres, Redis, the API's own Postgres breaker...) is
+``503`` ``not_ready``. The body: ``{"status", "checks": {name: "ok" | problem}, "not_ready":
+[every failing check], "degraded": [the failing checks that only degrade]}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import Services
+from events.relay_status import RelayStatus
 from monitoring import metrics
 
 __all__ = ["router"]
@@ -48,11 +56,11 @@ async def _check_redis(services: Services) -> str | None:
 
 
 async def _check_kafka(services: Services) -> str | None:
-    bootstrap = services.settings.kafka_bootstrap_servers
+    bootstrap = services.kafka_bootstrap
     cached = _kafka_cache.get(bootstrap)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
-    from aiokafka import AIOKafkaClient  # type: ignore[attr-defined]
+    from aiokafka import AIOKafkaClient  # type: ignore[attr-defined,unused-ignore]
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     problem: str | None = None
@@ -76,9 +84,54 @@ async def _check_projection(services: Services) -> str | None:
     return None
 
 
-@router.get("/readyz", summary="Ready to serve: Postgres, Redis, Kafka reachable; projection caught up")
+def _describe_relay(status: RelayStatus) -> str | None:
+    problems: list[str] = []
+    if status.degraded:
+        problems.append(f"breaker {status.breaker_state}")
+    if status.blocked_flags:
+        problems.append(f"{status.blocked_flags} flag(s) held behind dead letters")
+    if not problems:
+        return None
+    problems.append(f"backlog {status.backlog}")
+    if status.oldest_unpublished_at is not None:
+        problems.append(f"oldest unpublished since {status.oldest_unpublished_at.isoformat()}")
+    if status.last_error:
+        problems.append(f"last error: {status.last_error}")
+    if status.updated_at is not None:
+        problems.append(f"reported at {status.updated_at.isoformat()}")
+    return ", ".join(problems)
+
+
+async def _check_relays(services: Services) -> dict[str, str]:
+    try:
+        statuses = await asyncio.wait_for(services.relay_status(), _CHECK_TIMEOUT)
+    except Exception as e:
+        return {"relay": f"unknown ({type(e).__name__})"}
+    return {f"relay:{s.name}": _describe_relay(s) or "ok" for s in statuses}
+
+
+def _check_breakers(services: Services) -> dict[str, str]:
+    checks = dict(services.breaker_report())
+    for name, breaker in services.breakers.items():
+        state = str(breaker.state)
+        if state == "open":
+            state = f"open (trial in {breaker.retry_after():.1f}s)"
+        checks[f"breaker:{name}"] = state
+    return checks
+
+
+def _only_degrades(name: str, kafka_side_failing: bool) -> bool:
+    if name == "kafka" or name.startswith(("relay", "breaker:kafka", "breaker:relay")):
+        return True
+    return name == "projection" and kafka_side_failing
+
+
+@router.get(
+    "/readyz",
+    summary="Ready to serve: Postgres, Redis reachable; Kafka, relays, breakers and projection reported",
+)
 async def readyz(services: Services) -> JSONResponse:
-    checks: dict[str, Any] = {}
+    checks: dict[str, str] = {}
     pg, redis, kafka = await asyncio.gather(
         _check_postgres(services), _check_redis(services), _check_kafka(services)
     )
@@ -87,27 +140,28 @@ async def readyz(services: Services) -> JSONResponse:
     checks["kafka"] = kafka or "ok"
     if pg is None and redis is None:
         try:
-            checks["projection"] = await asyncio.wait_for(_check_projection(services), _CHECK_TIMEOUT) or "ok"
+            behind = await asyncio.wait_for(_check_projection(services), _CHECK_TIMEOUT)
+            checks["projection"] = behind or "ok"
         except Exception as e:
             checks["projection"] = f"unknown ({type(e).__name__})"
     else:
         checks["projection"] = "unknown (a store is unreachable)"
-    checks.update(services.breaker_report())
-    failing = {k: v for k, v in checks.items() if v not in ("ok", "closed")}
-    status = (
-        "ready"
-        if not failing
-        else ("degraded" if set(failing) <= {"kafka", "breaker:kafka"} else "not_ready")
-    )
+    checks.update(_check_breakers(services))
+    if pg is None:
+        checks.update(await _check_relays(services))
+    failing = sorted(k for k, v in checks.items() if v not in ("ok", "closed"))
+    kafka_side_failing = any(_only_degrades(k, False) for k in failing)
+    degraded = [k for k in failing if _only_degrades(k, kafka_side_failing)]
+    status = "ready" if not failing else ("degraded" if degraded == failing else "not_ready")
     code = 200 if status in ("ready", "degraded") else 503  # degraded: commands still land in Postgres
     return JSONResponse(
-        status_code=code, content={"status": status, "checks": checks, "not_ready": sorted(failing)}
+        status_code=code,
+        content={"status": status, "checks": checks, "not_ready": failing, "degraded": degraded},
     )
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
 async def prometheus_metrics(services: Services) -> Response:
-    pool = services.pool
-    metrics.set_db_pool("api", in_use=pool.get_size() - pool.get_idle_size(), size=pool.get_max_size())
+    await services.refresh_gauges()
     body, content_type = metrics.render_latest()
     return Response(content=body, media_type=content_type)

@@ -72,6 +72,7 @@ class AlertConsumer:
         self._poll_ms = poll_ms
         self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[list[FlagResult]]]]] = {}
         self.results: list[FlagResult] = []
+        self.records_done = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("rollback.started")
@@ -92,6 +93,12 @@ class AlertConsumer:
             log.info("rollback.stopped", handled=len(self.results))
 
     async def _handle(self, record: _Record) -> list[FlagResult]:
+        try:
+            return await self._handle_record(record)
+        finally:
+            self.records_done += 1
+
+    async def _handle_record(self, record: _Record) -> list[FlagResult]:
         try:
             event = Event.from_json(record.value or b"")
         except ValueError as e:

@@ -1,0 +1,206 @@
+"""Helpers for the rollback tests: a rollback worker in the test's event loop, flags, alerts, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from core.envelope import Event
+from events.alerts import AlertQueries
+from events.db import create_pool
+from events.kafka import METRIC_ALERTS_TOPIC, ensure_topics, make_consumer, metric_alerts_spec
+from events.rollback import FlagResult, RollbackPolicy, RollbackWorker
+from events.service import CommandService
+from events.store import PostgresEventStore
+from tests.integration.platform import Platform
+from workers.rollback import AlertConsumer
+
+__all__ = [
+    "RunningWorker",
+    "alertmanager_payload",
+    "create_opted_in_flag",
+    "evaluate",
+    "resolved_of",
+    "running_worker",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def wait_for(probe: Callable[[], Awaitable[T | None]], *, within: float, what: str) -> T:
+    """Poll ``probe`` until it returns something truthy, for at most ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
+
+
+class _OwnAlertsOnly(RollbackWorker):
+    """Ignores alert records whose event is not in this test's database (a shared topic)."""
+
+    def __init__(self, store: PostgresEventStore, *args: Any, **kwargs: Any) -> None:
+        super().__init__(store, *args, **kwargs)
+        self._own_store = store
+
+    async def handle(self, event: Event) -> list[FlagResult]:
+        stored = await self._own_store.read_stream(event.flag_key)
+        if not any(e.event_id == event.event_id for e in stored):
+            return []
+        return await super().handle(event)
+
+
+@dataclass
+class RunningWorker:
+    consumer: AlertConsumer
+    worker: RollbackWorker
+
+    def results_for(self, flag_key: str) -> list[FlagResult]:
+        return [r for r in self.consumer.results if r.flag_key == flag_key]
+
+    async def wait_result(self, flag_key: str, *, within: float = 10.0, count: int = 1) -> list[FlagResult]:
+        async def probe() -> list[FlagResult] | None:
+            found = self.results_for(flag_key)
+            return found if len(found) >= count else None
+
+        return await wait_for(probe, within=within, what=f"{count} worker result(s) for {flag_key}")
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    platform: Platform, *, dry_run: bool = False, default_delay: float = 0.0
+) -> AsyncIterator[RunningWorker]:
+    """A rollback worker with its own pool and consumer group, running until the block ends.
+
+    It reads ``settings.metric_alerts_topic`` and also the default topic name (the platform's relay
+    may still route alerts there); records of other tests' databases are ignored.
+    """
+    settings = platform.settings
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    topics = sorted({settings.metric_alerts_topic, METRIC_ALERTS_TOPIC})
+    await ensure_topics(bootstrap, [metric_alerts_spec(t, partitions=1) for t in topics])
+    pool = await create_pool(settings.database_url or "", min_size=1, max_size=4)
+    store = PostgresEventStore(pool)
+    policy = RollbackPolicy(
+        lookback=timedelta(minutes=30), default_confirmation_seconds=default_delay, dry_run=dry_run
+    )
+    worker = _OwnAlertsOnly(
+        store,
+        CommandService(store, clock=_utc_now, new_id=uuid.uuid4),
+        AlertQueries(pool),
+        policy,
+        clock=_utc_now,
+    )
+    consumer = make_consumer(bootstrap, *topics, group_id=f"rollback-{uuid.uuid4().hex[:10]}")
+    await consumer.start()
+    stop = asyncio.Event()
+    alerts = AlertConsumer(worker, consumer, poll_ms=50)
+    task = asyncio.create_task(alerts.run(stop))
+    try:
+        await wait_for(lambda: _assigned(consumer), within=30.0, what="rollback consumer assigned")
+        yield RunningWorker(alerts, worker)
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await pool.close()
+
+
+async def _assigned(consumer: Any) -> bool:
+    return bool(consumer.assignment())
+
+
+def alertmanager_payload(
+    status: str = "firing",
+    *,
+    fingerprint: str | None = None,
+    starts_at: datetime | None = None,
+    **labels: str,
+) -> dict[str, Any]:
+    started = starts_at or datetime.now(UTC)
+    alert = {
+        "status": status,
+        "labels": {"alertname": "FlagErrorRate", "severity": "page", **labels},
+        "annotations": {"summary": "error ratio above 5%"},
+        "startsAt": started.isoformat().replace("+00:00", "Z"),
+        "endsAt": (started + timedelta(minutes=5)).isoformat()
+        if status == "resolved"
+        else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+        "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+    }
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="FlagErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "flagstream",
+        "groupLabels": {"alertname": "FlagErrorRate"},
+        "commonLabels": alert["labels"],
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [alert],
+    }
+
+
+def resolved_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """The same alerts, resolved now (same fingerprints and startsAt)."""
+    ended = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    alerts = [{**a, "status": "resolved", "endsAt": ended} for a in payload["alerts"]]
+    return {**payload, "status": "resolved", "alerts": alerts}
+
+
+def environment_config(*, enabled: bool, **auto_rollback: Any) -> dict[str, Any]:
+    return {
+        "enabled": enabled,
+        "off_variation": "off",
+        "default": {"variation": "on"},
+        "auto_rollback": {"enabled": True, **auto_rollback},
+    }
+
+
+async def create_opted_in_flag(platform: Platform, key: str, environment: str, **auto_rollback: Any) -> int:
+    """v1 created; v2 the environment (off, opted in); v3 enabled — the change an alert will blame.
+
+    Returns the flag version after the bad change (3), once the read model shows it.
+    """
+    created = await platform.request("POST", "/api/v1/flags", json={"key": key, "name": key})
+    assert created.status_code == 201, created.text
+    put = await platform.request(
+        "PUT",
+        f"/api/v1/flags/{key}/environments/{environment}",
+        json=environment_config(enabled=False, **auto_rollback),
+    )
+    assert put.status_code == 200, put.text
+    enabled = await platform.request(
+        "POST",
+        f"/api/v1/flags/{key}/environments/{environment}/enable?wait=projected",
+        json={"reason": "launch"},
+    )
+    assert enabled.status_code == 200 and enabled.json()["projected"] is True, enabled.text
+    return int(enabled.json()["version"])
+
+
+async def evaluate(platform: Platform, key: str, environment: str) -> Any:
+    response = await platform.request(
+        "POST",
+        "/api/v1/evaluate",
+        role="reader",
+        json={"environment": environment, "context": {"targetingKey": "u-1"}, "flags": [key]},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["results"][key]["value"]

@@ -94,7 +94,7 @@ def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")
             for child in children:
                 if child.poll() is not None:
                     typer.echo(
-                        f"flagstream: {' '.join(child.args[2:3])} exited with {child.returncode}; stopping",
+                        f"flagstream: {_describe(child)} exited with {child.returncode}; stopping",
                         err=True,
                     )
                     stopping["flag"] = True
@@ -124,6 +124,11 @@ async def _prepare(database_url: str, bootstrap: str) -> str:
     finally:
         await pool.close()
     return secret
+
+
+def _describe(child: subprocess.Popen[bytes]) -> str:
+    args = child.args
+    return " ".join(str(a) for a in args[2:3]) if isinstance(args, list) else str(args)
 
 
 def _module_exists(module: str) -> bool:

@@ -175,7 +175,7 @@ class CommandService:
 
     async def _current_flag(self, key: str) -> FlagState:
         """The flag as this process last wrote or read it; the store's unique (flag_key, version) catches
-        a state another process has moved on from (VersionConflict -> dropped from the cache, decided again)."""
+        a state another process moved on from (VersionConflict: dropped from the cache, decided again)."""
         cached = self._states.get(key)
         if cached is not None:
             self._states.move_to_end(key)

@@ -94,22 +94,33 @@ def _payload(status: Status, **fields: Any) -> MetricAlertPayload:
 def _from_alertmanager(alert: AlertmanagerAlert) -> MetricAlertPayload:
     ends_at = alert.endsAt if alert.endsAt is not None and alert.endsAt.year > _ZERO_YEAR else None
     return _payload(
-        alert.status, fingerprint=alert.fingerprint, source="alertmanager", labels=alert.labels,
-        annotations=alert.annotations, starts_at=alert.startsAt, ends_at=ends_at,
+        alert.status,
+        fingerprint=alert.fingerprint,
+        source="alertmanager",
+        labels=alert.labels,
+        annotations=alert.annotations,
+        starts_at=alert.startsAt,
+        ends_at=ends_at,
         generator_url=alert.generatorURL or None,
     )
 
 
 def _from_generic(alert: GenericAlert) -> MetricAlertPayload:
     return _payload(
-        alert.status, fingerprint=alert.fingerprint or fingerprint_of(alert.labels), source=alert.source,
-        labels=alert.labels, annotations=alert.annotations, values=alert.values,
-        starts_at=alert.starts_at, ends_at=alert.ends_at,
+        alert.status,
+        fingerprint=alert.fingerprint or fingerprint_of(alert.labels),
+        source=alert.source,
+        labels=alert.labels,
+        annotations=alert.annotations,
+        values=alert.values,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
     )
 
 
-async def _ingest(request: Request, services: Services, principal: Principal,
-                  alerts: list[MetricAlertPayload]) -> JSONResponse:
+async def _ingest(
+    request: Request, services: Services, principal: Principal, alerts: list[MetricAlertPayload]
+) -> JSONResponse:
     ingestor = AlertIngestor(services.store, clock=lambda: datetime.now(UTC), new_id=uuid.uuid4)
     results = [
         await ingestor.ingest(alert, actor=principal.name, correlation_id=request.state.request_id)

@@ -37,8 +37,9 @@ def _filters(**fields: object) -> AuditFilters:
             "since/until need a UTC offset",
             details=[{"path": "since" if since else "until", "message": "no UTC offset"}],
         )
-    types = fields.pop("types", None) or []
-    return AuditFilters(types=frozenset(types), **fields)  # type: ignore[arg-type]
+    types = fields.pop("types", None)
+    type_names = frozenset(str(t) for t in types) if isinstance(types, list) else frozenset[str]()
+    return AuditFilters.model_validate({**fields, "types": type_names})
 
 
 @router.get(

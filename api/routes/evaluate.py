@@ -38,10 +38,8 @@ async def evaluate(
 ) -> EvaluateResponse:
     if as_of is not None:
         instant = parse_instant(as_of, "as_of")
-        from events.audit.asof import evaluate_as_of_for_api
-
-        results = await evaluate_as_of_for_api(
-            services, body.environment, body.context, instant, body.flags, principal
+        results = await services.evaluate_as_of(
+            body.environment, body.context, instant, body.flags, principal
         )
         return EvaluateResponse(
             environment=body.environment,

@@ -23,6 +23,7 @@ from core.commands import (
     UpdateFlagMetadata,
 )
 from core.model import ENVIRONMENT_PATTERN, FLAG_KEY_PATTERN, EnvironmentConfig, Flag
+from core.state import FlagState
 from core.validation import issues_from_validation_error
 from events.idempotency import compute_request_hash
 from events.service import CommandMeta
@@ -397,14 +398,10 @@ async def list_flags(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> FlagListResponse:
-    states = await services.queries.list_flags(environment)
-    items = sorted((s for s in states if s.flag is not None), key=lambda s: s.key)
+    views = await services.queries.list_flags(environment)
     items = [
-        s
-        for s in items
-        if (include_archived or not s.flag.archived)  # type: ignore[union-attr]
-        and (tag is None or tag in s.flag.tags)
-    ]  # type: ignore[union-attr]
+        v for v in views if (include_archived or not v.flag.archived) and (tag is None or tag in v.flag.tags)
+    ]
     if cursor:
         items = [s for s in items if s.key > cursor]
     page = items[:limit]
@@ -422,6 +419,7 @@ async def get_flag(
     key: FlagKeyPath,
     as_of: Annotated[str | None, Query(description="ISO-8601 instant")] = None,
 ) -> FlagOut:
+    state: FlagState | None
     if as_of is not None:
         state = await services.flag_as_of(key, parse_instant(as_of, "as_of"), principal)
     else:

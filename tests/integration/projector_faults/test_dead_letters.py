@@ -1,0 +1,188 @@
+"""Poison events at the projector: parked, their flag blocked, other flags flowing; redrive after
+a fixed build, purge then held events, and the streams the projector does not project."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from core.envelope import Event
+from core.events import FlagEnabledPayload
+from core.evolve import replay
+from events.deadletters import WAITING, DeadLetter, DeadLetterFilter, DeadLetterStore
+from projections.deadletters import redrive_projector_letters
+from projections.documents import decode_env_doc
+from projections.projector import Projector
+from projections.readmodel import RedisReadModel
+from tests.integration.projections.kafka_helpers import publish
+from tests.integration.projections.streams import flag_doc, on_config
+from tests.integration.projector_faults._scenario import Chain, Wired, wire_projector
+
+pytestmark = pytest.mark.integration
+
+_RULE = [
+    {
+        "id": "beta",
+        "when": {"attribute": "plan", "op": "in", "values": ["beta"]},
+        "serve": {"variation": "on"},
+    }
+]
+
+
+class Poisoned:
+    """Flag ``a``: v1 created, v2 configured, v3 a FlagEnabled at schema 2 (unknown to this build),
+    v4 configured; flag ``b`` flows; a raw record keyed ``c`` is not JSON at all."""
+
+    def __init__(self) -> None:
+        self.chain = Chain()
+        c = self.chain
+        self.a = [c.create(flag_doc("a", "production")), c.configure("a", "production", on_config(False))]
+        self.a.append(c.configure("a", "production", on_config(True), schema_version=2))
+        self.a.append(c.configure("a", "production", on_config(True, rules=_RULE)))
+        self.b = [c.create(flag_doc("b", "production")), c.configure("b", "production", on_config(True))]
+
+    def records(self) -> list[Event | bytes]:
+        return [self.a[0], self.b[0], self.a[1], self.a[2], self.a[3], b"not json", self.b[1]]
+
+
+async def _letters(dlq: DeadLetterStore, **filters: object) -> list[DeadLetter]:
+    page = await dlq.list(DeadLetterFilter(stage="projector", **filters), limit=100)  # type: ignore[arg-type]
+    return page.items
+
+
+async def _checkpoint(model: RedisReadModel, projector: Projector) -> int | None:
+    return await model.checkpoint(projector.group, projector.topic, 0)
+
+
+@pytest.fixture
+async def poisoned(
+    client: Redis, dlq: DeadLetterStore, kafka_bootstrap: str, topic: str
+) -> AsyncIterator[tuple[Poisoned, Wired]]:
+    """The poisoned topic projected until the checkpoint passed every record."""
+    scenario = Poisoned()
+    records = scenario.records()
+    await publish(kafka_bootstrap, topic, records, key=b"c")
+    wired = wire_projector(client, dlq, kafka_bootstrap, topic)
+    await wired.projector.start()
+    try:
+
+        async def passed_all() -> bool:
+            return await _checkpoint(wired.model, wired.projector) == len(records)
+
+        await wired.projector.run_until(passed_all, within=30)
+        yield scenario, wired
+    finally:
+        await wired.projector.stop()
+
+
+async def test_poison__unknown_schema_and_unparseable__parked_flags_blocked_others_flow(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore
+) -> None:
+    scenario, wired = poisoned
+    assert (await wired.model.load_flag_state("a")).version == 2
+    assert await wired.model.load_flag_state("b") == replay(scenario.b)
+    letters = {(lt.flag_key, lt.version): lt for lt in await _letters(dlq)}
+    assert set(letters) == {("a", 3), ("a", 4), ("c", None)}
+    blocker, held, raw = letters[("a", 3)], letters[("a", 4)], letters[("c", None)]
+    assert blocker.error_class == "UnsupportedSchemaVersion" and blocker.is_blocker
+    assert blocker.event_body == scenario.a[2].to_json()
+    assert blocker.kafka is not None and (blocker.kafka.topic, blocker.kafka.offset) == (
+        wired.projector.topic,
+        3,
+    )
+    assert held.error_class == WAITING and held.kafka is not None and held.kafka.offset == 4
+    assert (
+        raw.raw_record == b"not json" and raw.is_blocker and raw.kafka is not None and raw.kafka.offset == 5
+    )
+    assert await dlq.blocked_flags("projector") == {"a", "c"}
+
+
+async def test_redrive__same_build__stays_parked_and_holds_the_rest(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore
+) -> None:
+    _, wired = poisoned
+    report = await redrive_projector_letters(dlq, wired.model, flag_key="a", by="ops")
+    assert (report.processed, report.parked) == (0, 1)
+    assert "a" in report.still_blocked
+    assert (await wired.model.load_flag_state("a")).version == 2
+    parked = await _letters(dlq, flag_key="a")
+    assert sorted((lt.version, lt.is_blocker) for lt in parked) == [(3, True), (4, False)]
+
+
+async def test_redrive__fixed_build__applies_in_version_order_and_flag_flows_again(
+    poisoned: tuple[Poisoned, Wired],
+    dlq: DeadLetterStore,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scenario, wired = poisoned
+    monkeypatch.setattr(FlagEnabledPayload, "schema_version", 2)  # the fixed build reads schema 2
+    report = await redrive_projector_letters(dlq, wired.model, flag_key="a", by="ops")
+    assert (report.processed, report.parked) == (2, 0)
+    assert "a" not in report.still_blocked
+    assert await wired.model.load_flag_state("a") == replay(scenario.a)
+    assert await _letters(dlq, flag_key="a") == []
+    done = await _letters(dlq, flag_key="a", status="redriven")
+    assert sorted(lt.version or 0 for lt in done if lt.reprocessed_at is not None) == [3, 4]
+    # the running projector notices: a later event of "a" is projected, not held
+    v5 = scenario.chain.configure("a", "production", on_config(False))
+    await publish(kafka_bootstrap, wired.projector.topic, [v5])
+
+    async def projected() -> bool:
+        return (await wired.model.load_flag_state("a")).version == 5
+
+    await wired.projector.run_until(projected, within=20)
+    assert await wired.model.load_flag_state("a") == replay([*scenario.a, v5])
+    assert "a" not in await dlq.blocked_flags("projector")
+
+
+async def test_purge__blocker__held_event_bridged_and_flag_flows_again(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore, client: Redis, kafka_bootstrap: str
+) -> None:
+    scenario, wired = poisoned
+    (blocker,) = [lt for lt in await _letters(dlq, flag_key="a") if lt.is_blocker]
+    await dlq.mark_purged(blocker.id, by="admin", reason="written by a retired producer")
+    await wired.hooks.maintain(force=True)  # what the running projector does every refresh_interval
+    state = await wired.model.load_flag_state("a")
+    assert state.version == 4
+    assert state.flag is not None and state.flag.environments["production"] == on_config(True, rules=_RULE)
+    doc = await client.hget(wired.model.keys.env_flags("production"), "a")
+    assert doc is not None and decode_env_doc(doc)[0] == 4
+    assert await dlq.blocked_flags("projector") == {"c"}
+    v5 = scenario.chain.configure("a", "production", on_config(False))
+    await publish(kafka_bootstrap, wired.projector.topic, [v5])
+
+    async def projected() -> bool:
+        return (await wired.model.load_flag_state("a")).version == 5
+
+    await wired.projector.run_until(projected, within=20)
+
+
+async def test_skipped_streams__incident_ops_alert__checkpoint_advances_nothing_projected_or_parked(
+    client: Redis, dlq: DeadLetterStore, kafka_bootstrap: str, topic: str
+) -> None:
+    chain = Chain()
+    skipped = [
+        chain.next("incident:42", "IncidentRecorded", {"anything": 1}),
+        chain.next("ops:dead-letters", "DeadLetterPurged", {"whatever": True}),
+        chain.next("alert:fp-1", "MetricAlertFired", {}),
+    ]
+    flag = chain.create(flag_doc("x", "production"))
+    await publish(kafka_bootstrap, topic, [*skipped, flag])
+    wired = wire_projector(client, dlq, kafka_bootstrap, topic)
+    await wired.projector.start()
+    try:
+
+        async def passed_all() -> bool:
+            return await _checkpoint(wired.model, wired.projector) == 4
+
+        await wired.projector.run_until(passed_all, within=30)
+    finally:
+        await wired.projector.stop()
+    assert await _letters(dlq, status=None) == []
+    for event in skipped:
+        assert await client.exists(wired.model.keys.state(event.flag_key)) == 0
+    assert (await wired.model.load_flag_state("x")).version == 1
+    assert wired.projector.applied == 1

@@ -64,15 +64,26 @@ def metric_alerts_spec(name: str = METRIC_ALERTS_TOPIC, *, partitions: int = 3) 
 
 
 async def ensure_topics(
-    bootstrap: str, specs: Sequence[TopicSpec], *, request_timeout_ms: int = 10_000
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    *,
+    request_timeout_ms: int = 10_000,
+    recreate_mismatched: bool = False,
 ) -> None:
-    """Create the topics that do not exist yet (an existing topic is left as it is)."""
+    """Create the topics that do not exist yet (an existing topic is left as it is).
+
+    ``recreate_mismatched``: a topic whose partition count differs from its spec is deleted and
+    created again — only for a broker that lost its log, where a producer's or consumer's
+    metadata request may have auto-created the topic with the broker's default partition count
+    (tansu: 4) before the relay noticed.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=request_timeout_ms)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        for spec in missing:
+        if recreate_mismatched:
+            existing -= await _delete_mismatched(admin, [s for s in specs if s.name in existing])
+        for spec in (s for s in specs if s.name not in existing):
             topic = NewTopic(
                 spec.name, spec.partitions, spec.replication_factor, topic_configs=dict(spec.config)
             )
@@ -85,6 +96,18 @@ async def ensure_topics(
         raise PublishFailed(f"cannot create Kafka topics: {e}") from e
     finally:
         await admin.close()
+
+
+async def _delete_mismatched(admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec]) -> set[str]:
+    if not specs:
+        return set()
+    described = await admin.describe_topics([s.name for s in specs])
+    counts = {t["topic"]: len(t["partitions"]) for t in described}
+    wrong = [s.name for s in specs if counts.get(s.name, s.partitions) != s.partitions]
+    if wrong:
+        log.warning("kafka.topic_recreated", topics=wrong, reason="partition count differs from its spec")
+        await admin.delete_topics(wrong)
+    return set(wrong)
 
 
 def make_producer(

@@ -110,7 +110,7 @@ class LogGuard:
 
     async def recover(self) -> None:
         """Recreate the topics and forget what was acknowledged: everything will be published again."""
-        await ensure_topics(self._bootstrap, self._topics)
+        await ensure_topics(self._bootstrap, self._topics, recreate_mismatched=True)
         try:
             await self._pool.execute("DELETE FROM relay_acks WHERE relay = $1", self._relay)
         except CONNECTION_ERRORS as e:

@@ -192,12 +192,12 @@ class Relay:
             if self._listener is not None:
                 await self._listener.ensure()
                 self._listener.woken.clear()
+            if time.monotonic() - last_backlog >= _BACKLOG_EVERY:
+                last_backlog = time.monotonic()
+                await self._report_backlog()
             try:
                 await self._probe_if_due()
                 handled = await self.drain(stop)
-                if time.monotonic() - last_backlog >= _BACKLOG_EVERY:
-                    last_backlog = time.monotonic()
-                    await self._report_backlog()
             except CircuitOpen as e:
                 await self._report(last_error=str(e))
                 log.info("relay.paused_breaker_open", relay=self.name, retry_after_s=round(e.retry_after, 2))

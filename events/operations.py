@@ -180,8 +180,13 @@ class OperationsJournal:
 
 
 class Redriver(Protocol):
-    """Reprocesses, at once, letters of one stage that were just marked ``redriven`` (given sorted by
-    flag, version, id); returns how many it reprocessed. Whatever it leaves, the stage releases."""
+    """Reprocesses at once what a redrive freed at one stage, and returns how many it reprocessed.
+
+    ``letters``: :meth:`DeadLetterStore.releasable` narrowed to the flags just redriven — the
+    redriven letters and the waiting letters behind them whose flag has no parked blocker left —
+    in (flag, version) order. Process them in that order and mark each done with
+    :meth:`DeadLetterStore.mark_reprocessed`, as the stage worker does; stop at a flag's first
+    failure. Whatever it leaves, the stage worker releases later."""
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> int: ...
 
@@ -292,22 +297,26 @@ class DeadLetterOperations:
         return RedriveResult(letters, event, reprocessed, failures, more)
 
     async def _run_redrivers(self, letters: list[DeadLetter]) -> tuple[dict[str, int], dict[str, str]]:
-        by_stage: dict[Stage, list[DeadLetter]] = {}
-        for letter in sorted(letters, key=lambda x: (x.flag_key or "", x.version or 0, x.id)):
-            by_stage.setdefault(letter.stage, []).append(letter)
+        flags_by_stage: dict[Stage, set[str | None]] = {}
+        for letter in letters:
+            flags_by_stage.setdefault(letter.stage, set()).add(letter.flag_key)
         reprocessed: dict[str, int] = {}
         failures: dict[str, str] = {}
-        for stage, batch in by_stage.items():
+        for stage, flags in flags_by_stage.items():
             redriver = self._redrivers.get(stage)
             if redriver is None:
                 continue
+            # Only what the ordering rule lets through now (a flag with a parked blocker waits).
+            freed = [x for x in await self.dlq.releasable(stage, limit=MAX_PAGE) if x.flag_key in flags]
+            if not freed:
+                continue
             try:
-                reprocessed[stage] = await redriver(batch)
+                reprocessed[stage] = await redriver(freed)
             except Exception as e:  # the letters stay redriven: the stage worker releases them
                 error_class, message = describe_error(e)
                 failures[stage] = f"{error_class}: {message}"
                 log.warning(
-                    "dead_letters.redriver_failed", stage=stage, error_class=error_class, count=len(batch)
+                    "dead_letters.redriver_failed", stage=stage, error_class=error_class, count=len(freed)
                 )
         return reprocessed, failures
 

@@ -10,9 +10,9 @@ import pytest
 
 from core.envelope import Event, verify_chain
 from core.events import DeadLetterPurgedPayload, DeadLettersRedrivenPayload, read_payload
-from events.deadletters import DeadLetter
+from events.deadletters import DeadLetter, NewDeadLetter
 from events.operations import DEAD_LETTERS_STREAM
-from tests.integration.deadletters_api.conftest import DlqApi, a_letter
+from tests.integration.deadletters_api.conftest import DlqApi, a_letter, an_event
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ class RecordingRedriver:
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> int:
         self.calls.append([(letter.flag_key, letter.version, letter.id) for letter in letters])
-        assert all(letter.status == "redriven" for letter in letters)
+        assert all(letter.status == "redriven" or letter.is_waiting for letter in letters)
         if self._fail:
             raise ConnectionError("broker unreachable")
         return len(letters)
@@ -247,3 +247,32 @@ async def test_redrive_by_filter__bad_body__422(
     error = response.json()["error"]
     assert error["code"] == code and path in [d["path"] for d in error["details"]]
     assert (await api.dlq.get(letter.id)).status == "parked"
+
+
+async def test_redrive_one__blocker_with_waiting_letters__redriver_gets_them_all_in_version_order(
+    api: DlqApi,
+) -> None:
+    projector = RecordingRedriver()
+    api.register_redriver("projector", projector)
+    blocker, waiting2, waiting3, _ = await api.park(
+        a_letter("projector", "a", 1),
+        NewDeadLetter.waiting("projector", an_event("a", 2)),
+        NewDeadLetter.waiting("projector", an_event("a", 3)),
+        a_letter("projector", "b", 1),
+    )
+    response = await api.request("POST", f"/api/v1/dead-letters/{blocker.id}/redrive")
+    assert response.status_code == 200, response.text
+    assert projector.calls == [[("a", 1, blocker.id), ("a", 2, waiting2.id), ("a", 3, waiting3.id)]]
+    assert response.json()["reprocessed"] == {"projector": 3}
+
+
+async def test_redrive_one__waiting_letter_behind_parked_blocker__redriver_not_called(api: DlqApi) -> None:
+    projector = RecordingRedriver()
+    api.register_redriver("projector", projector)
+    _, waiting = await api.park(
+        a_letter("projector", "a", 1), NewDeadLetter.waiting("projector", an_event("a", 2))
+    )
+    response = await api.request("POST", f"/api/v1/dead-letters/{waiting.id}/redrive")
+    assert response.status_code == 200, response.text
+    assert projector.calls == [] and response.json()["reprocessed"] == {}
+    assert response.json()["by_stage"] == {"projector": 1}

@@ -42,11 +42,11 @@ __all__ = [
 T = TypeVar("T")
 
 PROJECTOR_BREAKER: Final = "redis-projector"
-PROJECTOR_RETRY: Final = RetryPolicy(max_attempts=3, max_delay=2.0, initial_wait=0.05, max_wait=0.5)
-"""Bounded: a Redis outage is noticed within about two seconds, then the breaker takes over."""
+PROJECTOR_RETRY: Final = RetryPolicy(max_attempts=4, max_delay=5.0, initial_wait=0.05, max_wait=1.0)
+"""Bounded: a Redis outage is noticed within a few seconds, then the breaker takes over."""
 
 
-def make_projector_breaker(*, fail_max: int = 3, reset_timeout: float = 2.0) -> AsyncCircuitBreaker:
+def make_projector_breaker(*, fail_max: int = 5, reset_timeout: float = 5.0) -> AsyncCircuitBreaker:
     """The projector's breaker on Redis (metrics ``breaker_state{breaker="redis-projector"}``)."""
     return AsyncCircuitBreaker(PROJECTOR_BREAKER, fail_max=fail_max, reset_timeout=reset_timeout)
 

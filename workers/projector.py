@@ -1,31 +1,78 @@
 """The projector process: ``python -m workers.projector``.
 
-Wiring only: settings -> topic -> Redis client -> read model -> projector.
+Wiring only: settings -> logging, metrics -> topic -> Redis client (explicit timeouts, retries and
+health checks: it reconnects by itself) -> read model behind the ``redis-projector`` breaker ->
+dead-letter queue (Postgres, when ``DATABASE_URL`` is set) -> projector.
+
 SIGTERM or SIGINT: the batch in hand is finished (applied and checkpointed in Redis, offsets
-committed), then exit 0. A poison event stops the process with exit code 3 (issue 4's
-dead-letter queue will park it instead).
+committed), then exit 0 — within ``shutdown_grace_seconds``: past it the batch is abandoned (the
+Redis checkpoint moves atomically with each write, so the next projector resumes exactly there).
+Without a database a poison event stops the process with exit code 3; with one it is parked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
+from collections.abc import AsyncIterator
 
+import asyncpg
 import structlog
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from events.db import apply_migrations, create_pool
+from events.deadletters import DeadLetterStore
 from events.kafka import ensure_topics, flag_events_spec
+from monitoring import metrics
 from monitoring.logging import configure_logging
-from projections.connection import make_redis
+from projections.connection import require_text_client
+from projections.deadletters import ProjectorDeadLetters
 from projections.errors import PoisonEvent
 from projections.keys import Keyspace
 from projections.projector import Projector
-from projections.readmodel import RedisReadModel
+from projections.resilience import ResilientReadModel, make_projector_breaker
 from runtime.settings import Settings, SettingsError, load_settings
 
-__all__ = ["main", "run_projector"]
+__all__ = ["main", "make_projector_redis", "run_projector"]
 
 log = structlog.get_logger("workers.projector")
+
+_HEALTH_CHECK_SECONDS = 15
+_REDIS_RETRIES = 2
+
+
+def make_projector_redis(url: str, settings: Settings) -> Redis:
+    """redis-py 8.1 changed its defaults: every timeout, retry and health check is set here."""
+    client = Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=min(settings.redis_socket_timeout_seconds, 2.0),
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), _REDIS_RETRIES),
+        health_check_interval=_HEALTH_CHECK_SECONDS,
+    )
+    return require_text_client(client)
+
+
+@contextlib.asynccontextmanager
+async def _dead_letter_store(settings: Settings) -> AsyncIterator[DeadLetterStore | None]:
+    if not settings.database_url:
+        log.warning("projector.no_dead_letter_queue", reason="DATABASE_URL is not set")
+        yield None
+        return
+    await apply_migrations(settings.database_url)
+    pool: asyncpg.Pool = await create_pool(
+        settings.database_url, min_size=1, max_size=2, command_timeout=settings.db_command_timeout_seconds
+    )
+    try:
+        yield DeadLetterStore(pool)
+    finally:
+        await pool.close()
 
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
@@ -33,22 +80,45 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     if not redis_url or not bootstrap:
         raise SettingsError("the projector needs REDIS_URL and KAFKA_BOOTSTRAP_SERVERS")
     await ensure_topics(bootstrap, [flag_events_spec(settings.flag_events_topic)])
-    client = make_redis(redis_url, socket_timeout=settings.redis_socket_timeout_seconds)
-    projector = Projector(
-        RedisReadModel(client, Keyspace(settings.redis_namespace)),
-        bootstrap_servers=bootstrap,
-        topic=settings.flag_events_topic,
-        group=settings.projector_group,
-        client_id=f"{settings.kafka_client_id}-projector",
-    )
-    await projector.start()
-    log.info("projector.started", topic=settings.flag_events_topic, group=settings.projector_group)
+    client = make_projector_redis(redis_url, settings)
+    keys = Keyspace(settings.redis_namespace)
+    read_model = ResilientReadModel(client, keys, breaker=make_projector_breaker())
+    async with _dead_letter_store(settings) as store:
+        projector = Projector(
+            read_model,
+            bootstrap_servers=bootstrap,
+            topic=settings.flag_events_topic,
+            group=settings.projector_group,
+            client_id=f"{settings.kafka_client_id}-projector",
+            dead_letters=None if store is None else ProjectorDeadLetters(store, read_model),
+        )
+        await projector.start()
+        log.info("projector.started", topic=settings.flag_events_topic, group=settings.projector_group)
+        try:
+            await _run_bounded(projector, stop, settings.shutdown_grace_seconds)
+        finally:
+            await projector.stop()
+            await client.aclose()
+            log.info("projector.stopped", applied=projector.applied)
+
+
+async def _run_bounded(projector: Projector, stop: asyncio.Event, grace: float) -> None:
+    """Run until ``stop``; then give the batch in hand ``grace`` seconds to finish."""
+    task = asyncio.create_task(projector.run(stop))
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await projector.run(stop)
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait([task], timeout=grace)
+            if not done:
+                log.warning("projector.grace_expired", grace_s=grace)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return
+        task.result()
     finally:
-        await projector.stop()
-        await client.aclose()
-        log.info("projector.stopped", applied=projector.applied)
+        stopping.cancel()
 
 
 async def _main() -> int:
@@ -57,6 +127,8 @@ async def _main() -> int:
     except SettingsError as e:
         print(e, file=sys.stderr)
         return 2
+    configure_logging(settings.log_level, json=settings.log_json)
+    server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port > 0 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -69,11 +141,13 @@ async def _main() -> int:
     except PoisonEvent as e:
         log.error("projector.poison_stop", kind=e.kind, topic=e.topic, partition=e.partition, offset=e.offset)
         return 3
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
 def main() -> None:
-    configure_logging()
     sys.exit(asyncio.run(_main()))
 
 

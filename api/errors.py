@@ -6,6 +6,7 @@ maps to 503 carries ``Retry-After``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = ["ApiError", "error_body", "field_path", "install_error_handlers", "pa
 log = structlog.get_logger("api.errors")
 
 RETRY_AFTER_SECONDS = 2
+_OFFSET_AS_SPACE = re.compile(r"(?<=\d) (\d{2}:\d{2})$")
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -82,8 +84,10 @@ def field_path(loc: Sequence[str | int]) -> str:
 
 def parse_instant(value: str, field: str) -> datetime:
     """An ISO-8601 instant with a UTC offset, or a 422 naming ``field``."""
+    # "+00:00" sent unencoded in a query string arrives as " 00:00": take it as the offset it was.
+    text = _OFFSET_AS_SPACE.sub(r"+\1", value.strip()).replace("Z", "+00:00")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError as e:
         raise ApiError(
             422,

@@ -99,7 +99,9 @@ async def _breaker_is(state: BreakerState, wanted: BreakerState) -> bool:
     return state is wanted
 
 
-async def _status_is(pool: asyncpg.Pool, breaker: str, *, min_backlog: int, max_backlog: int | None = None) -> bool:
+async def _status_is(
+    pool: asyncpg.Pool, breaker: str, *, min_backlog: int, max_backlog: int | None = None
+) -> bool:
     statuses = await read_relay_status(pool)
     if not statuses:
         return False

@@ -44,7 +44,7 @@ class HeldTransaction:
         self._conn = await self._pool.acquire()
         self._tx = self._conn.transaction()
         await self._tx.start()
-        self.store = PostgresEventStore(_OneConnection(self._conn))  # type: ignore[arg-type]
+        self.store = PostgresEventStore(_OneConnection(self._conn))  # type: ignore[arg-type,unused-ignore]
         return self
 
     async def commit(self) -> None:

@@ -35,6 +35,7 @@ from events.keys import ApiKeyStore
 from runtime.devstack import Stack
 from runtime.managed import ManagedServer
 from runtime.settings import Settings, load_settings
+from tests.faults.load import ENVIRONMENTS, make_config
 
 __all__ = ["FaultPlatform", "WorkerProcess", "start_fault_platform"]
 
@@ -127,12 +128,18 @@ class FaultPlatform:
 
     async def request(self, method: str, path: str, role: str = "admin", **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.keys[role]}", **kwargs.pop("headers", {})}
+        if method != "GET":
+            headers.setdefault("Idempotency-Key", uuid.uuid4().hex)  # writes require one
         return await self.client.request(method, path, headers=headers, **kwargs)
 
     async def create_flags(self, keys: list[str]) -> None:
         for key in keys:
             response = await self.request("POST", "/api/v1/flags", json={"key": key, "name": key})
             assert response.status_code == 201, response.text
+            for environment in ENVIRONMENTS:  # so that enable / disable are valid from the start
+                path = f"/api/v1/flags/{key}/environments/{environment}"
+                response = await self.request("PUT", path, json=make_config(0, enabled=False))
+                assert response.status_code == 200, response.text
 
     async def kill_server(self, server: ManagedServer) -> None:
         await asyncio.to_thread(server.kill)
@@ -209,11 +216,13 @@ async def start_fault_platform(stack: Stack, logs: Path, **overrides: Any) -> As
     keys = await _create_keys(stack.database_url)
     await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
     env = _worker_env(stack, settings)
+    for old in ("relay.log", "projector.log"):
+        await asyncio.to_thread((logs / old).unlink, missing_ok=True)
     relay = WorkerProcess("workers.relay", env, logs / "relay.log")
     projector = WorkerProcess("workers.projector", env, logs / "projector.log")
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a crash is a 500
         async with httpx.AsyncClient(transport=transport, base_url="http://flagstream.fault") as client:
             platform = FaultPlatform(stack, settings, client, keys, relay, projector)
             relay.start()

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ENVIRONMENTS", "CommandRecord", "LoadDriver", "Send"]
+__all__ = ["ENVIRONMENTS", "CommandRecord", "LoadDriver", "Send", "make_config"]
 
 ENVIRONMENTS = ("production", "staging")
 Send = Callable[..., Awaitable[httpx.Response]]  # (method, path, json=...) -> response
@@ -44,7 +44,7 @@ class CommandRecord:
     error: str | None = None
 
 
-def _config(counter: int, enabled: bool) -> dict[str, Any]:
+def make_config(counter: int, *, enabled: bool) -> dict[str, Any]:
     """A valid configuration that differs on every call (so every PUT is a real change)."""
     return {
         "enabled": enabled,
@@ -65,7 +65,7 @@ class LoadDriver:
         *,
         clients: int = 4,
         seed: int = 7,
-        pace: float = 0.02,
+        pace: float = 0.05,
         request_timeout: float = 15.0,
     ) -> None:
         self._send = send
@@ -114,7 +114,7 @@ class LoadDriver:
         path = f"/api/v1/flags/{record.flag}/environments/{record.environment}"
         self._counter += 1
         if record.op == "put":
-            request = self._send("PUT", path, json=_config(self._counter, rng.random() < 0.5))
+            request = self._send("PUT", path, json=make_config(self._counter, enabled=rng.random() < 0.5))
         else:
             request = self._send("POST", f"{path}/{record.op}", json={"reason": "fault test"})
         try:

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from projections.connection import make_redis
 from projections.keys import Keyspace
 from projections.readmodel import RedisReadModel
 from tests.faults.checker import CheckResult
@@ -48,6 +49,7 @@ class ScenarioReport:
     workers: dict[str, Any]
     violations: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
+    failure_samples: list[str] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -80,6 +82,9 @@ class ScenarioReport:
             workers=platform.worker_report(),
             violations=result.violations[:20],
             notes=notes,
+            failure_samples=sorted(
+                {f"{r.status} {r.error}"[:160] for r in history if r.outcome in ("fail", "info")}
+            )[:5],
         )
 
     def publish(self) -> None:
@@ -98,7 +103,7 @@ class ScenarioReport:
 async def _visible(model: RedisReadModel, version: int, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):  # Redis may still be down: keep polling, bounded
+        with contextlib.suppress(RedisError, OSError):  # Redis may still be down: keep polling, bounded
             if (await model.load_flag_state(PROBE_FLAG)).version >= version:
                 return True
         await asyncio.sleep(0.05)
@@ -107,7 +112,7 @@ async def _visible(model: RedisReadModel, version: int, within: float) -> bool:
 
 async def time_to_recover(platform: FaultPlatform, since: float, within: float) -> float | None:
     """Seconds from ``since`` until a probe command is acknowledged and projected; None if not within."""
-    client = Redis.from_url(platform.stack.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    client = make_redis(platform.stack.redis_url, socket_timeout=2.0, retries=0)
     model = RedisReadModel(client, Keyspace(platform.settings.redis_namespace))
     deadline = time.monotonic() + within
     counter = 0

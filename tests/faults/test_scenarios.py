@@ -11,31 +11,40 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.envelope import Event, EventDraft, seal
+from events.db import create_pool
+from events.store import PostgresEventStore
+from projections.connection import make_redis
+from projections.keys import Keyspace
 from projections.reader import EnvironmentReader
+from projections.readmodel import RedisReadModel
 from runtime.devstack import Stack
 from tests.faults.checker import wait_until_consistent
 from tests.faults.harness import FaultPlatform, start_fault_platform
-from tests.faults.load import LoadDriver
-from tests.faults.report import PROBE_FLAG, ScenarioReport, time_to_recover
+from tests.faults.load import LoadDriver, make_config
+from tests.faults.report import PROBE_FLAG, REPORT_PATH, ScenarioReport, time_to_recover
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(90)]
 
 FLAGS = [f"fault-{i}" for i in range(6)]
-WARMUP_S = 2.0  # load before the fault
-AFTER_HEAL_S = 2.0  # load after the platform recovered
+WARMUP_S = 1.5  # load before the fault
+AFTER_HEAL_S = 1.0  # load after the platform recovered
+RECOVERY_BOUND_S = 25.0
+CHECK_BOUND_S = 15.0
 Fault = Callable[[FaultPlatform], Awaitable[float]]  # breaks, heals; returns when it was healed
 
 
 @pytest.fixture
-async def platform(private_stack: Stack, tmp_path: Path) -> AsyncIterator[FaultPlatform]:
-    async with start_fault_platform(private_stack, tmp_path / "logs") as running:
+async def platform(private_stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[FaultPlatform]:
+    logs = REPORT_PATH.parent / "fault-logs" / request.node.name  # kept after the run, unlike tmp_path
+    async with start_fault_platform(private_stack, logs) as running:
         await running.create_flags([*FLAGS, PROBE_FLAG])
         if await time_to_recover(running, time.monotonic(), within=40) is None:
             pytest.fail(
@@ -61,7 +70,7 @@ async def _run(
     try:
         await asyncio.sleep(WARMUP_S)  # a steady stream for a while: part of the scenario, not a wait
         healed_at = await fault(platform)
-        recovered_s = await time_to_recover(platform, healed_at, within=30)
+        recovered_s = await time_to_recover(platform, healed_at, within=RECOVERY_BOUND_S)
         await asyncio.sleep(AFTER_HEAL_S)
     finally:
         await driver.stop()
@@ -73,7 +82,7 @@ async def _run(
         namespace=settings.redis_namespace,
         bootstrap=platform.stack.kafka_bootstrap,
         topic=settings.flag_events_topic,
-        within=30,
+        within=CHECK_BOUND_S if recovered_s is not None else 5.0,  # not recovered: fail soon
         exclude=exclude,
     )
     converged_s = time.monotonic() - healed_at if result.ok else None
@@ -155,7 +164,8 @@ async def test_postgres_restarted__503_with_retry_after__service_resumes(platfor
 
     _assert_sound(report, platform)
     assert report.unavailable_503 > 0, "no command was refused while Postgres was down"
-    assert report.failed_other == 0, report
+    assert report.failed_other == 0, report.failure_samples  # e.g. a 500 instead of a 503
+    assert report.indeterminate == 0, report.failure_samples
 
 
 async def test_workers_sigkilled_at_random__nothing_lost_or_applied_twice(platform: FaultPlatform) -> None:
@@ -186,3 +196,112 @@ async def _poll(condition: Callable[[], bool], within: float) -> bool:
             return True
         await asyncio.sleep(0.05)
     return condition()
+
+
+POISONED = "fault-poisoned"
+
+
+async def _append_directly(platform: FaultPlatform, events: list[Event]) -> None:
+    """Write events straight into the outbox, as a buggy or newer producer would (hash chain kept)."""
+    pool = await create_pool(platform.stack.database_url, min_size=1, max_size=1)
+    try:
+        await PostgresEventStore(pool).append(events)
+    finally:
+        await pool.close()
+
+
+async def _chain_head(platform: FaultPlatform, flag: str) -> Event:
+    pool = await create_pool(platform.stack.database_url, min_size=1, max_size=1)
+    try:
+        return (await PostgresEventStore(pool).read_stream(flag))[-1]
+    finally:
+        await pool.close()
+
+
+def _next_event(head: Event, event_type: str, payload: dict[str, Any], schema_version: int) -> Event:
+    draft = EventDraft(
+        type=event_type, schema_version=schema_version, environment="production", payload=payload
+    )
+    return seal(
+        draft,
+        event_id=uuid.uuid4(),
+        flag_key=head.flag_key,
+        version=head.version + 1,
+        prev_hash=head.hash,
+        occurred_at=datetime.now(UTC),
+        actor="fault-test",
+    )
+
+
+async def _poll_async(condition: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await condition():
+            return True
+        await asyncio.sleep(0.1)
+    return await condition()
+
+
+@pytest.mark.xfail(strict=False, reason="needs the projector worker's dead-letter wiring (issue 4)")
+async def test_poison_event__dead_lettered_flag_blocked_others_flow__purge_unblocks(
+    platform: FaultPlatform,
+) -> None:
+    await platform.create_flags([POISONED])
+    client = make_redis(platform.stack.redis_url)
+    model = RedisReadModel(client, Keyspace(platform.settings.redis_namespace))
+    seen: dict[str, Any] = {}
+    held_config = make_config(424242, enabled=True)
+
+    async def fault(p: FaultPlatform) -> float:
+        head = await _chain_head(p, POISONED)
+        seen["before"] = head.version
+        # FlagEnabled at schema 2: valid envelope and chain, a payload this build cannot apply
+        poison = _next_event(head, "FlagEnabled", {"config": held_config, "diff": []}, schema_version=2)
+        held = _next_event(poison, "EnvironmentConfigured", {"config": held_config, "diff": []}, 1)
+        await _append_directly(p, [poison, held])
+
+        async def parked() -> bool:
+            response = await p.request("GET", "/api/v1/dead-letters", role="ops", params={"flag": POISONED})
+            assert response.status_code == 200, response.text
+            letters = [item for item in response.json()["items"] if item["version"] == poison.version]
+            seen["letter"] = letters[0]["id"] if letters else None
+            return bool(letters)
+
+        seen["parked"] = await _poll_async(parked, within=20)
+        blocked = await p.request("GET", "/api/v1/dead-letters/blocked-flags", role="ops")
+        seen["blocked"] = blocked.json().get("stages", {}) if blocked.status_code == 200 else blocked.text
+        seen["others_flow_s"] = await time_to_recover(p, time.monotonic(), within=15)
+        seen["redis_while_blocked"] = (await model.load_flag_state(POISONED)).version
+        if seen["letter"] is not None:
+            purged = await p.request(
+                "DELETE",
+                f"/api/v1/dead-letters/{seen['letter']}",
+                role="ops",
+                json={"reason": "fault test: poison dropped"},
+            )
+            seen["purge_status"] = purged.status_code
+        return time.monotonic()
+
+    try:
+        report = await _run(platform, "poison-event", fault, exclude=(POISONED,), poison=seen)
+
+        async def unblocked() -> bool:
+            return (await model.load_flag_state(POISONED)).version >= seen["before"] + 2
+
+        flows_again = await _poll_async(unblocked, within=15)
+        final = await model.load_flag_state(POISONED)
+    finally:
+        await client.aclose()
+
+    _assert_sound(report, platform)
+    assert seen["parked"], f"the poison event was never dead-lettered: {seen}"
+    assert POISONED in seen["blocked"].get("projector", []), seen
+    assert seen["redis_while_blocked"] == seen["before"], seen
+    assert seen["others_flow_s"] is not None, "other flags stopped flowing behind the poison"
+    assert seen["purge_status"] == 200, seen
+    assert flows_again, f"the flag did not flow again after the purge: {seen}"
+    assert final.flag is not None
+    assert (
+        final.flag.environments["production"].model_dump(mode="json", by_alias=True)["targets"]
+        == held_config["targets"]
+    )

@@ -17,8 +17,9 @@ from events.resilience import AsyncCircuitBreaker
 from projections.deadletters import ProjectorDeadLetters
 from projections.projector import Projector
 from projections.resilience import ResilientReadModel, make_projector_breaker
+from tests.integration.projections.streams import flag_doc, on_config
 
-__all__ = ["Chain", "Wired", "wire_projector"]
+__all__ = ["RULE", "Chain", "Poisoned", "Wired", "wire_projector"]
 
 _EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -64,6 +65,31 @@ class Chain:
         payload = {"config": config.model_dump(mode="json", by_alias=True), "diff": []}
         event_type = "EnvironmentConfigured" if schema_version == 1 else "FlagEnabled"
         return self.next(key, event_type, payload, environment, schema_version)
+
+
+RULE = [
+    {
+        "id": "beta",
+        "when": {"attribute": "plan", "op": "in", "values": ["beta"]},
+        "serve": {"variation": "on"},
+    }
+]
+
+
+class Poisoned:
+    """Flag ``a``: v1 created, v2 configured, v3 a FlagEnabled at schema 2 (unknown to this build),
+    v4 configured; flag ``b`` flows; a raw record keyed ``c`` is not JSON at all."""
+
+    def __init__(self) -> None:
+        self.chain = Chain()
+        c = self.chain
+        self.a = [c.create(flag_doc("a", "production")), c.configure("a", "production", on_config(False))]
+        self.a.append(c.configure("a", "production", on_config(True), schema_version=2))
+        self.a.append(c.configure("a", "production", on_config(True, rules=RULE)))
+        self.b = [c.create(flag_doc("b", "production")), c.configure("b", "production", on_config(True))]
+
+    def records(self) -> list[Event | bytes]:
+        return [self.a[0], self.b[0], self.a[1], self.a[2], self.a[3], b"not json", self.b[1]]
 
 
 @dataclass

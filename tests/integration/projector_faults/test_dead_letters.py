@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from core.envelope import Event
 from core.events import FlagEnabledPayload
 from core.evolve import replay
 from events.deadletters import WAITING, DeadLetter, DeadLetterFilter, DeadLetterStore
@@ -18,33 +17,9 @@ from projections.projector import Projector
 from projections.readmodel import RedisReadModel
 from tests.integration.projections.kafka_helpers import publish
 from tests.integration.projections.streams import flag_doc, on_config
-from tests.integration.projector_faults._scenario import Chain, Wired, wire_projector
+from tests.integration.projector_faults._scenario import RULE, Chain, Poisoned, Wired, wire_projector
 
 pytestmark = pytest.mark.integration
-
-_RULE = [
-    {
-        "id": "beta",
-        "when": {"attribute": "plan", "op": "in", "values": ["beta"]},
-        "serve": {"variation": "on"},
-    }
-]
-
-
-class Poisoned:
-    """Flag ``a``: v1 created, v2 configured, v3 a FlagEnabled at schema 2 (unknown to this build),
-    v4 configured; flag ``b`` flows; a raw record keyed ``c`` is not JSON at all."""
-
-    def __init__(self) -> None:
-        self.chain = Chain()
-        c = self.chain
-        self.a = [c.create(flag_doc("a", "production")), c.configure("a", "production", on_config(False))]
-        self.a.append(c.configure("a", "production", on_config(True), schema_version=2))
-        self.a.append(c.configure("a", "production", on_config(True, rules=_RULE)))
-        self.b = [c.create(flag_doc("b", "production")), c.configure("b", "production", on_config(True))]
-
-    def records(self) -> list[Event | bytes]:
-        return [self.a[0], self.b[0], self.a[1], self.a[2], self.a[3], b"not json", self.b[1]]
 
 
 async def _letters(dlq: DeadLetterStore, **filters: object) -> list[DeadLetter]:
@@ -147,7 +122,7 @@ async def test_purge__blocker__held_event_bridged_and_flag_flows_again(
     await wired.hooks.maintain(force=True)  # what the running projector does every refresh_interval
     state = await wired.model.load_flag_state("a")
     assert state.version == 4
-    assert state.flag is not None and state.flag.environments["production"] == on_config(True, rules=_RULE)
+    assert state.flag is not None and state.flag.environments["production"] == on_config(True, rules=RULE)
     doc = await client.hget(wired.model.keys.env_flags("production"), "a")
     assert doc is not None and decode_env_doc(doc)[0] == 4
     assert await dlq.blocked_flags("projector") == {"c"}

@@ -24,7 +24,10 @@ kept; segment streams (few) are kept whole. The state is materialised at the end
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 from collections.abc import Collection, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -167,21 +170,56 @@ async def environment_as_of(
     *,
     flags: Collection[str] | None = None,
     publish_grace: timedelta | None = None,
+    workers: int = 1,
 ) -> EnvironmentSnapshot:
-    """Every flag (or the given ones) of ``environment`` as it was at ``instant``."""
-    collector = _Collector(environment, instant, None if flags is None else frozenset(flags))
+    """Every flag (or the given ones) of ``environment`` as it was at ``instant``.
+
+    ``workers=N`` reads N groups of partitions in N processes (a stream never spans partitions).
+    """
+    only = None if flags is None else frozenset(flags)
     stops = None if publish_grace is None else await offsets_after(settings, instant + publish_grace)
-    async for batch in read_batches(settings, stop_offsets=stops):
-        for record in batch:
-            collector.add(record.value, orjson.loads(record.value))
-    states = {k: _materialise(k, t, environment) for k, t in collector.flags.items()}
+    if workers <= 1:
+        parts = [await _collect_partitions(settings, environment, instant, only, None, stops)]
+    else:
+        partitions = await topic_partitions(settings)
+        groups = [partitions[i::workers] for i in range(min(workers, max(len(partitions), 1)))]
+        loop = asyncio.get_running_loop()
+        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            jobs = [loop.run_in_executor(pool, _collect_in_process, settings, environment, instant, only,
+                                         group, stops) for group in groups]
+            parts = list(await asyncio.gather(*jobs))
+    states = {k: v for part in parts for k, v in part.flags.items()}
     segments: dict[str, Segment] = {}
-    for stream, raws in collector.segments.items():
+    for stream, raws in ((k, v) for part in parts for k, v in part.segments.items()):
         key = stream.removeprefix(SEGMENT_STREAM_PREFIX)
         segment = replay_segment((Event.from_json(r) for r in raws), key)
         if segment.segment is not None:
             segments[segment.key] = segment.segment
-    return EnvironmentSnapshot(environment, instant, states, segments, collector.events)
+    return EnvironmentSnapshot(environment, instant, states, segments, sum(p.events for p in parts))
+
+
+@dataclass(slots=True)
+class _Part:
+    flags: dict[str, FlagState]
+    segments: dict[str, list[bytes]]
+    events: int
+
+
+async def _collect_partitions(settings: StreamSettings, environment: str, instant: datetime,
+                              only: frozenset[str] | None, partitions: list[int] | None,
+                              stops: dict[int, int] | None) -> _Part:
+    collector = _Collector(environment, instant, only)
+    async for batch in read_batches(settings, partitions=partitions, stop_offsets=stops):
+        for record in batch:
+            collector.add(record.value, orjson.loads(record.value))
+    states = {k: _materialise(k, t, environment) for k, t in collector.flags.items()}
+    return _Part(states, collector.segments, collector.events)
+
+
+def _collect_in_process(settings: StreamSettings, environment: str, instant: datetime,
+                        only: frozenset[str] | None, partitions: list[int],
+                        stops: dict[int, int] | None) -> _Part:
+    return asyncio.run(_collect_partitions(settings, environment, instant, only, partitions, stops))
 
 
 async def evaluate_as_of(

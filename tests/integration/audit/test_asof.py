@@ -63,3 +63,15 @@ async def test_evaluate_as_of__beta_user__sees_what_the_rules_served_then(
     assert (before["new-checkout"].variation, before["new-checkout"].version) == ("off", 1)
     assert (after["new-checkout"].variation, after["new-checkout"].rule_id) == ("on", "beta")
     assert after["new-checkout"].version == 2
+
+
+async def test_environment_as_of__two_worker_processes__same_snapshot(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    await _topic_with_story(kafka_bootstrap, unique_topic)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+
+    one = await environment_as_of(settings, "production", _INSTANTS[1])
+    two = await environment_as_of(settings, "production", _INSTANTS[1], workers=2)
+
+    assert two.flags == one.flags and two.events_read == one.events_read == 8

@@ -121,8 +121,11 @@ async def test_verify__two_worker_processes__same_verdicts_as_one(
     body["actor"] = "mallory"
     forged = (stories[4][1].flag_key, orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
     await create_topic(kafka_bootstrap, unique_topic)
-    await produce(kafka_bootstrap, unique_topic,
-                  [e for s in stories[:4] for e in s] + [stories[4][0], forged, *stories[4][2:]])
+    await produce(
+        kafka_bootstrap,
+        unique_topic,
+        [e for s in stories[:4] for e in s] + [stories[4][0], forged, *stories[4][2:]],
+    )
     await store(fresh_database, [e for s in stories for e in s])
     settings = _settings(kafka_bootstrap, unique_topic)
 

@@ -260,7 +260,6 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {model.event_type.value: model for mod
 """Event type name -> payload model (at its current schema version)."""
 
 
-
 def register_payload(model: type[Payload]) -> type[Payload]:
     """Add a payload model defined in another core module (``core.alerts``) to :data:`PAYLOAD_TYPES`."""
     PAYLOAD_TYPES[model.event_type.value] = model

@@ -262,6 +262,9 @@ class Relay:
             self._probe_due = True  # Kafka is back: check it still holds what it acknowledged
 
     async def _report(self, **changes: object) -> None:
+        blocked = changes.get("blocked_flags")
+        if isinstance(blocked, int):
+            metrics.set_blocked_flags("relay", blocked)
         if self._status is not None:
             await self._status.update(breaker_state=self.breaker.state.value, **changes)
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from events.db import Listener, apply_migrations, create_pool
 from events.deadletters import DeadLetterStore
+from events.errors import PublishFailed
 from events.kafka import (
     KafkaPublisher,
     TopicSpec,
@@ -54,7 +55,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     if not database_url or not bootstrap:
         raise SettingsError("the relay needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     await apply_migrations(database_url)
-    await ensure_topics(bootstrap, _topics(settings))
+    if not await _wait_for_topics(bootstrap, _topics(settings), stop):
+        return
     pool = await create_pool(database_url, min_size=1, max_size=3,
                              command_timeout=settings.db_command_timeout_seconds)
 
@@ -85,6 +87,20 @@ async def run_relay(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         await publisher.close()
         await pool.close()
+
+
+async def _wait_for_topics(bootstrap: str, specs: list[TopicSpec], stop: asyncio.Event) -> bool:
+    """Create the topics, waiting for Kafka as long as it takes (appends are safe in Postgres
+    meanwhile); False when stopped first."""
+    while not stop.is_set():
+        try:
+            await ensure_topics(bootstrap, specs)
+            return True
+        except PublishFailed as e:
+            log.warning("relay.kafka_unavailable_at_start", error=e.message)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+    return False
 
 
 async def _run_bounded(relay: Relay, stop: asyncio.Event, grace: float) -> None:

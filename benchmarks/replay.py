@@ -247,6 +247,11 @@ async def main(args: argparse.Namespace) -> None:
     snapshot = await _timed("as-of production (full read)", args.events,
                             lambda: environment_as_of(settings, "production", instant))
     print(f"  -> {len(snapshot.flags):,} flags at {format_instant(instant)}")
+    if args.workers > 1:
+        parallel = await _timed(f"as-of production ({args.workers} processes)", args.events,
+                                partial(environment_as_of, settings, "production", instant,
+                                        workers=args.workers))
+        print(f"  -> same answer as one process: {parallel.flags == snapshot.flags}")
     bounded = await _timed("as-of production (grace 60 s)", args.events,
                            lambda: environment_as_of(settings, "production", instant,
                                                      publish_grace=timedelta(seconds=60)))

@@ -37,6 +37,7 @@ InstantOption = Annotated[
     str | None, typer.Option(help="An ISO-8601 instant with a zone, e.g. 2026-11-01T12:00:00Z.")
 ]
 EnvironmentOption = Annotated[str | None, typer.Option(help="Only this environment (and flag-level events).")]
+WorkersOption = Annotated[int, typer.Option(min=1, max=64, help="Processes reading partition groups.")]
 PostgresOption = Annotated[bool, typer.Option("--postgres/--no-postgres", help="Also compare with Postgres.")]
 
 
@@ -109,6 +110,7 @@ def as_of(
     publish_grace: Annotated[float | None, typer.Option(
         help="Seconds: assert every event was published this soon after it occurred, to stop reading early."
     )] = None,
+    workers: WorkersOption = 1,
 ) -> None:
     """The configuration as it was at INSTANT: one flag (--flag without --environment), or an environment."""
     at = _instant(instant)
@@ -122,7 +124,8 @@ def as_of(
                 typer.echo(asyncio.run(flag_as_of(stream, key, at)).model_dump_json())
             return
         grace = None if publish_grace is None else timedelta(seconds=publish_grace)
-        snapshot = asyncio.run(environment_as_of(stream, environment, at, flags=flag, publish_grace=grace))
+        snapshot = asyncio.run(environment_as_of(stream, environment, at, flags=flag, publish_grace=grace,
+                                                 workers=workers))
     except AuditLogUnavailable as e:
         raise _fail(e.message) from e
     for key in sorted(snapshot.flags):
@@ -134,6 +137,7 @@ def as_of(
 def verify(
     postgres: PostgresOption = True,
     every: Annotated[int, typer.Option(help="Print progress every N events.")] = 10_000,
+    workers: WorkersOption = 1,
 ) -> None:
     """Replay the whole log: hash chains, gapless versions, agreement with Postgres; exit 1 if any differ."""
     stream, database = _servers()
@@ -145,7 +149,7 @@ def verify(
 
     try:
         report = asyncio.run(verify_log(stream, database_url=database if postgres else None,
-                                        progress=show, progress_every=every))
+                                        progress=show, progress_every=every, workers=workers))
     except AuditLogUnavailable as e:
         raise _fail(e.message) from e
     _print_json({

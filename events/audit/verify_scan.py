@@ -104,10 +104,12 @@ class _PostgresScan:
     partition_of: dict[str, int]
     part: PostgresPart = field(default_factory=PostgresPart)
     tracker: ChainTracker = field(default_factory=ChainTracker)
+    versions: dict[str, int] = field(default_factory=dict)
 
     async def row(self, row: asyncpg.Record) -> None:
         flag_key, version = row["flag_key"], row["version"]
         self.part.seen.add(flag_key)
+        self.versions[flag_key] = max(version, self.versions.get(flag_key, 0))
         self.part.rows += 1
         fields = parse_fields(row["body"])
         if fields is None or fields["flag_key"] != flag_key or fields["version"] != version \
@@ -152,25 +154,24 @@ class _PostgresScan:
 
 async def scan_postgres(settings: StreamSettings, database_url: str, last: dict[str, tuple[int, str]],
                         partition_of: dict[str, int], share: int, shares: int, tally: Tally) -> PostgresPart:
-    """The rows of share ``share`` of ``shares`` (streams split by hash), in (stream, version) order."""
+    """The rows of share ``share`` of ``shares`` (streams split by hash), in append (``seq``) order.
+
+    Append order is each stream's version order (version n+1 is appended after n committed), so
+    the tracker checks streams interleaved, as on Kafka, without sorting the table.
+    """
     conn = await asyncpg.connect(database_url)
     scan = _PostgresScan(conn, settings, last, partition_of)
-    previous: tuple[str, int] | None = None
     try:
-        async with conn.transaction(readonly=True):
+        async with conn.transaction(readonly=True, isolation="repeatable_read"):
             query = ("SELECT flag_key, version, hash, body FROM events "
-                     "WHERE mod(hashtext(flag_key)::bigint + 2147483648, $1) = $2 ORDER BY flag_key, version")
-            async for row in conn.cursor(query, shares, share, prefetch=10_000):
-                if previous is not None and previous[0] != row["flag_key"]:
-                    scan.close_stream(*previous)
-                previous = (row["flag_key"], row["version"])
-                await scan.row(row)
-                if scan.part.rows % 5_000 == 0:
-                    tally.add("postgres", 5_000)
-        if previous is not None:
-            scan.close_stream(*previous)
-        tally.add("postgres", scan.part.rows % 5_000)
+                     "WHERE mod(hashtext(flag_key)::bigint + 2147483648, $1) = $2 ORDER BY seq")
+            cursor = await conn.cursor(query, shares, share)
+            while rows := await cursor.fetch(5_000):
+                for row in rows:
+                    await scan.row(row)
+                tally.add("postgres", len(rows))
+        for flag_key, version in scan.versions.items():
+            scan.close_stream(flag_key, version)
     finally:
         await conn.close()
     return scan.part
-

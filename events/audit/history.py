@@ -23,10 +23,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from core.diff import Change, diff
@@ -54,6 +55,18 @@ class AuditFilters(BaseModel):
     types: frozenset[str] = frozenset()
     since: datetime | None = None
     until: datetime | None = None
+
+    def admits_fields(self, fields: dict[str, Any]) -> bool:
+        """:meth:`admits` on a raw envelope (canonical instants compare as text)."""
+        occurred: str = fields["occurred_at"]
+        return (
+            (self.flag_key is None or fields["flag_key"] == self.flag_key)
+            and (self.environment is None or fields.get("environment") in (None, self.environment))
+            and (self.actor is None or fields.get("actor") == self.actor)
+            and (not self.types or fields.get("type") in self.types)
+            and (self.since is None or occurred >= format_instant(self.since))
+            and (self.until is None or occurred <= format_instant(self.until))
+        )
 
     def admits(self, event: Event) -> bool:
         return (
@@ -184,11 +197,11 @@ class KafkaAuditLog:
         best: list[tuple[tuple[str, str, int], str]] = []  # sorted by position, at most limit + 1
         async for batch in read_batches(self._settings, since=filters.since):
             for record in batch:
-                event = record.event()
-                position = _search_position(event)
-                if (after is not None and position <= after) or not filters.admits(event):
+                fields = orjson.loads(record.value)  # cheap pre-filter; the few kept are parsed fully
+                position = (fields["occurred_at"], fields["flag_key"], fields["version"])
+                if (after is not None and position <= after) or not filters.admits_fields(fields):
                     continue
-                if (event.flag_key, event.version) in seen:
+                if (position[1], position[2]) in seen:
                     continue
                 _keep_smallest(best, position, record.value.decode("utf-8"), limit + 1, seen)
         return _page([Event.from_json(raw) for _, raw in best], limit, by_position=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
+
 from core.commands import ArchiveFlag
 from events.audit.history import AuditFilters, _decode_cursor, _encode_cursor, diff_of, entry_of
 from tests.integration.audit.support import T0, apply_commands, checkout_story
@@ -48,3 +50,18 @@ def test_cursor__round_trip__same_position() -> None:
     position = ("2026-11-01T12:00:00.000000Z", "flag|with-bar", 7)
 
     assert _decode_cursor(_encode_cursor(position)) == position
+
+
+def test_filters__raw_fields_and_event__same_verdicts() -> None:
+    events, _ = apply_commands("new-checkout", checkout_story())
+    cases = [
+        AuditFilters(environment="staging"),
+        AuditFilters(actor="alice", types=frozenset({"RulesChanged", "FlagRolledBack"})),
+        AuditFilters(since=T0 + timedelta(minutes=60), until=T0 + timedelta(minutes=120)),
+        AuditFilters(flag_key="other"),
+    ]
+
+    for filters in cases:
+        assert [filters.admits_fields(orjson.loads(e.to_json())) for e in events] == [
+            filters.admits(e) for e in events
+        ]

@@ -57,3 +57,29 @@ async def test_publish__batch__every_record_keyed_by_flag_with_json_value_and_he
         assert record.headers["ce_type"] == event.type.encode()
     assert [r.version for r in records if r.key == "checkout"] == [1, 2, 3]
     assert len({r.partition for r in records if r.key == "checkout"}) == 1
+
+
+async def test_publish__acknowledged_offsets__match_the_records_in_the_log(
+    kafka_bootstrap: str, unique_topic: str, producer: AIOKafkaProducer
+) -> None:
+    await ensure_topics(kafka_bootstrap, [flag_events_spec(unique_topic, partitions=2)])
+    publisher = KafkaPublisher(producer, unique_topic, send_timeout=10)
+    events = make_chain("a", 4) + make_chain("b", 3)
+    acked = await publisher.publish(events[:2]) + await publisher.publish(events[2:])
+
+    records = await read_topic(kafka_bootstrap, unique_topic, {(e.flag_key, e.version) for e in events})
+    in_log = {r.headers["ce_id"].decode(): (r.partition, r.offset) for r in records}
+    assert [str(a.event_id) for a in acked] == [str(e.event_id) for e in events]
+    assert {str(a.event_id): (a.partition, a.offset) for a in acked} == in_log
+
+
+async def test_publish__record_over_the_limit__rejected_before_anything_is_sent(
+    kafka_bootstrap: str, unique_topic: str, producer: AIOKafkaProducer
+) -> None:
+    from events.errors import PublishRejected
+
+    await ensure_topics(kafka_bootstrap, [flag_events_spec(unique_topic, partitions=1)])
+    publisher = KafkaPublisher(producer, unique_topic, send_timeout=10, max_record_bytes=300)
+    with pytest.raises(PublishRejected) as raised:
+        await publisher.publish(make_chain("big", 1))
+    assert raised.value.code == "record_too_large"

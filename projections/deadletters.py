@@ -23,8 +23,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -35,6 +36,7 @@ from core.envelope import Event
 from core.errors import FlagstreamError
 from events.deadletters import (
     MAX_PAGE,
+    DeadLetter,
     DeadLetterFilter,
     DeadLetterResolved,
     DeadLetterStore,
@@ -44,6 +46,7 @@ from events.deadletters import (
 )
 from events.deadletters.gate import DeadLetterGate
 from events.errors import StoreUnavailable
+from events.resilience import describe_error, is_retriable
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
 from projections.readmodel import ApplyOutcome, ApplyResult, Checkpoint
 from projections.resilience import ResilientReadModel
@@ -53,6 +56,7 @@ __all__ = [
     "STAGE",
     "DeadLettersUnavailable",
     "ProjectorDeadLetters",
+    "ProjectorRedriver",
     "RedriveReport",
     "VersionGap",
     "is_projected_stream",
@@ -89,7 +93,7 @@ class VersionGap(FlagstreamError):
 class RedriveReport:
     redriven: tuple[int, ...]  # letters this call marked redriven
     processed: int  # letters applied again (or found applied) and marked reprocessed
-    parked: int  # letters that failed again (their flags stay blocked)
+    parked: int  # freed letters not reprocessed: failed again, or held behind one that did
     still_blocked: tuple[str, ...]  # flags still blocked at the projector after the redrive
 
 
@@ -220,6 +224,65 @@ class ProjectorDeadLetters:
         return any(_dedup_key_of(lt.event_id, lt.kafka) == key for lt in page.items)
 
 
+class ProjectorRedriver:
+    """The projector stage's :class:`events.operations.Redriver`: reprocesses at once, in the
+    order given ((flag, version)), the letters a redrive freed, through the read model's
+    compare-and-set (a running projector releasing the same letters changes nothing twice).
+    A letter that fails permanently again is parked again and holds the rest of its flag."""
+
+    def __init__(self, dlq: DeadLetterStore, read_model: ResilientReadModel) -> None:
+        self._dlq = dlq
+        self._hooks = ProjectorDeadLetters(dlq, read_model)
+
+    async def __call__(self, letters: Sequence[DeadLetter]) -> int:
+        reprocessed = 0
+        failed: set[str | None] = set()
+        async with _store_calls("redrive"):
+            for letter in letters:
+                if letter.stage != STAGE or letter.flag_key in failed:
+                    continue
+                if await self._reprocess(letter):
+                    reprocessed += 1
+                else:
+                    failed.add(letter.flag_key)
+        return reprocessed
+
+    async def _reprocess(self, letter: DeadLetter) -> bool:
+        content = letter.event_body if letter.event_body is not None else letter.raw_record
+        try:
+            if content is None:
+                raise ValueError("the dead letter holds neither an event nor a record")
+            await self._hooks.apply_released(Event.from_json(content))
+        except Exception as exc:
+            if is_retriable(exc):
+                raise
+            await self._park_again(letter, exc)
+            return False
+        with contextlib.suppress(DeadLetterResolved):  # the running projector got there first
+            await self._dlq.mark_reprocessed(letter.id)
+        return True
+
+    async def _park_again(self, letter: DeadLetter, exc: Exception) -> None:
+        """As :class:`DeadLetterGate` does: a waiting letter becomes the blocker in place, a
+        redriven one gets a new parked letter and is recorded as processed."""
+        error_class, message = describe_error(exc)
+        fields = {name: getattr(letter, name) for name in ("flag_key", "version", "event_id", "event_body")}
+        again = NewDeadLetter(
+            stage=STAGE,
+            error_class=error_class,
+            error_message=message,
+            raw_record=letter.raw_record,
+            kafka=letter.kafka,
+            attempts=letter.attempts + 1 if letter.status == "redriven" else 1,
+            **fields,
+        )
+        await self._dlq.park(again)
+        if letter.status == "redriven":
+            with contextlib.suppress(DeadLetterResolved):
+                await self._dlq.mark_reprocessed(letter.id)
+        _log.warning("projector.reparked", letter=letter.id, stream=letter.flag_key, error_class=error_class)
+
+
 async def redrive_projector_letters(
     dlq: DeadLetterStore,
     read_model: ResilientReadModel,
@@ -229,36 +292,33 @@ async def redrive_projector_letters(
     by: str = "system",
     reason: str | None = None,
 ) -> RedriveReport:
-    """Redrive parked projector letters (those named, or the blockers of ``flag_key``) and
-    process at once, in version order, everything of the projector stage that may now pass.
+    """Redrive parked projector letters (those named, or the blockers of ``flag_key``), then
+    reprocess at once, in version order, what that freed (:class:`ProjectorRedriver`).
 
-    A letter that fails again is parked again and holds the rest of its flag. Letters already
-    redriven (e.g. through the API) are processed too. A running projector notices within its
-    ``refresh_interval``.
+    Letters already redriven or purged are not redriven again, but what they freed is processed.
+    A running projector notices the unblocked flag within its ``refresh_interval``.
     """
     if flag_key is None and letter_ids is None:
         raise ValueError("redrive needs a flag key or letter ids")
     redriven: list[int] = []
+    flags: set[str | None] = {flag_key} if flag_key is not None else set()
     async with _store_calls("redrive"):
-        if letter_ids is not None:
-            for letter_id in letter_ids:
-                try:
-                    redriven.append((await dlq.mark_redriven(letter_id, by, reason)).id)
-                except DeadLetterResolved:
-                    continue  # already redriven or purged: the release below handles it
+        for letter_id in letter_ids or ():
+            letter = await dlq.get(letter_id)
+            flags.add(letter.flag_key)
+            if letter.status == "parked":
+                redriven.append((await dlq.mark_redriven(letter_id, by, reason)).id)
         if flag_key is not None:  # its blockers: the letters waiting behind them follow by themselves
             page = await dlq.list(DeadLetterFilter(stage=STAGE, flag_key=flag_key), limit=MAX_PAGE)
             for letter in page.items:
                 if letter.is_blocker:
                     redriven.append((await dlq.mark_redriven(letter.id, by, reason)).id)
-        hooks = ProjectorDeadLetters(dlq, read_model)
-        try:
-            report = await hooks.gate.release(hooks.apply_released)
-        except DeadLetterResolved:  # the running projector released some of them meanwhile
-            report = await hooks.gate.release(hooks.apply_released)
+        freed = [lt for lt in await dlq.releasable(STAGE, limit=MAX_PAGE) if lt.flag_key in flags]
+    processed = await ProjectorRedriver(dlq, read_model)(freed)
+    async with _store_calls("redrive"):
         blocked = await dlq.blocked_flags(STAGE)
-    _log.info("projector.redriven", letters=redriven, processed=report.processed, parked=report.parked)
-    return RedriveReport(tuple(redriven), report.processed, report.parked, tuple(sorted(blocked)))
+    _log.info("projector.redriven", letters=redriven, freed=len(freed), processed=processed)
+    return RedriveReport(tuple(redriven), processed, len(freed) - processed, tuple(sorted(blocked)))
 
 
 def _coordinates(checkpoint: Checkpoint) -> KafkaCoordinates:

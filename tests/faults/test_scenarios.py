@@ -103,7 +103,6 @@ def _assert_sound(report: ScenarioReport, platform: FaultPlatform) -> None:
     assert report.violations == [], f"{report.violations}{logs}"
 
 
-@pytest.mark.xfail(strict=False, reason="pending: the relay's broker-loss detection is being wired (issue 4)")
 async def test_kafka_broker_lost__relay_republishes_from_postgres__nothing_lost(
     platform: FaultPlatform,
 ) -> None:
@@ -242,7 +241,6 @@ async def _poll_async(condition: Callable[[], Awaitable[bool]], within: float) -
     return await condition()
 
 
-@pytest.mark.xfail(strict=False, reason="needs the projector worker's dead-letter wiring (issue 4)")
 async def test_poison_event__dead_lettered_flag_blocked_others_flow__purge_unblocks(
     platform: FaultPlatform,
 ) -> None:
@@ -286,7 +284,7 @@ async def test_poison_event__dead_lettered_flag_blocked_others_flow__purge_unblo
         report = await _run(platform, "poison-event", fault, exclude=(POISONED,), poison=seen)
 
         async def unblocked() -> bool:
-            return (await model.load_flag_state(POISONED)).version >= seen["before"] + 2
+            return (await model.load_flag_state(POISONED)).version >= int(seen["before"]) + 2
 
         flows_again = await _poll_async(unblocked, within=15)
         final = await model.load_flag_state(POISONED)

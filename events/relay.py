@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -115,7 +116,8 @@ class Relay:
         await self._outbox.save_checkpoint(self.name, last)
         self._position = last
         self.published += len(records)
-        metrics.record_events_published(self._topic, len(records))
+        for topic, count in Counter(record.topic for record in records).items():
+            metrics.record_events_published(topic, count)
         await self._report(last_published_at=datetime.now(UTC), last_error=None)
         log.debug("relay.published", relay=self.name, count=len(records), last_seq=last.seq)
         return len(batch)

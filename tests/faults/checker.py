@@ -32,7 +32,7 @@ from projections.keys import Keyspace
 from projections.readmodel import RedisReadModel
 from tests.faults.load import CommandRecord
 
-__all__ = ["CheckResult", "Observation", "check", "observe", "wait_until_consistent"]
+__all__ = ["CheckResult", "KafkaRecord", "Observation", "check", "observe", "wait_until_consistent"]
 
 
 @dataclass

@@ -44,6 +44,7 @@ from events.resilience import classify
 __all__ = [
     "RELAY_STAGE",
     "RelayLetters",
+    "RelayRedriver",
     "ReleaseReport",
     "Sender",
     "purge_relay_letter",
@@ -120,10 +121,11 @@ class RelayLetters:
             for letter in letters:
                 if letter.flag_key in stuck:
                     continue
-                if not await self._release_one(letter, send, report):
+                if not await self.release_one(letter, send, report):
                     stuck.add(letter.flag_key or "")
 
-    async def _release_one(self, letter: DeadLetter, send: Sender, report: ReleaseReport) -> bool:
+    async def release_one(self, letter: DeadLetter, send: Sender, report: ReleaseReport) -> bool:
+        """Publish one freed letter's event; False when it failed permanently (parked again)."""
         if letter.event_body is None:
             log.error("relay.letter_without_event", letter=letter.id)
             return False
@@ -150,6 +152,27 @@ class RelayLetters:
             await self.dlq.mark_reprocessed(letter_id)
         except DeadLetterResolved:
             log.info("relay.letter_already_released", letter=letter_id)  # another process did it
+
+
+class RelayRedriver:
+    """The relay stage's :class:`events.operations.Redriver`: publishes at once what an operator's
+    redrive freed (register it with ``RedriverRegistry.register("relay", ...)`` in the API/CLI).
+    Letters come in (flag, version) order; a flag stops at its first permanent failure; a
+    retriable failure propagates (the letters stay redriven; the relay process releases them)."""
+
+    def __init__(self, letters: RelayLetters, publisher: EventPublisher) -> None:
+        self._letters = letters
+        self._send = _publish_with(publisher)
+
+    async def __call__(self, letters: Sequence[DeadLetter]) -> int:
+        report = ReleaseReport()
+        stuck: set[str | None] = set()
+        for letter in letters:
+            if letter.flag_key in stuck:
+                continue
+            if not await self._letters.release_one(letter, self._send, report):
+                stuck.add(letter.flag_key)
+        return len(report.published)
 
 
 def _publish_with(publisher: EventPublisher) -> Sender:

@@ -14,7 +14,7 @@ from core.envelope import GENESIS_HASH, Event
 from events.deadletters import WAITING, DeadLetterFilter, DeadLetterStore
 from events.kafka import ensure_topics, flag_events_spec, metric_alerts_spec
 from events.relay import Relay
-from events.relay_letters import purge_relay_letter, redrive_relay_letters
+from events.relay_letters import RelayRedriver, purge_relay_letter, redrive_relay_letters
 from events.store import PostgresEventStore
 from tests.integration.events.kafka_log import read_topic
 from tests.integration.events.relay_rig import RelayRig, first_versions, make_publisher, relay_rig
@@ -145,3 +145,26 @@ async def test_relay__alert_stream__routed_to_metric_alerts_topic(
     assert first_versions(alerts, "alert:fp-123") == [1, 2]
     assert {r.key for r in alerts} == {"alert:fp-123"}
     assert not [r for r in flags if r.key.startswith("alert:")]
+
+
+async def test_relay_redriver__freed_letters__published_in_order_stops_at_still_poisonous(
+    store: PostgresEventStore, pool: asyncpg.Pool, rig: RelayRig, kafka_bootstrap: str, topics: list[str]
+) -> None:
+    """The Redriver the API's DeadLetterOperations calls after marking letters redriven."""
+    await _poisoned(store, rig)
+    dlq = DeadLetterStore(pool)
+    await dlq.mark_redriven_matching(DeadLetterFilter(stage="relay", flag_key="p"), "ops-alice")
+    freed = [x for x in await dlq.releasable("relay") if x.flag_key == "p"]
+    assert [x.version for x in freed] == [2, 3, 4]
+
+    assert await RelayRedriver(rig.letters, rig.publisher.inner)(freed) == 0  # v2 still too large
+    fixed = make_publisher(kafka_bootstrap, topics[0], topics[1])
+    try:
+        await dlq.mark_redriven_matching(DeadLetterFilter(stage="relay", flag_key="p"), "ops-alice")
+        freed = [x for x in await dlq.releasable("relay") if x.flag_key == "p"]
+        assert await RelayRedriver(rig.letters, fixed)(freed) == len(freed) >= 3
+    finally:
+        await fixed.close()
+    records = await read_topic(kafka_bootstrap, topics[0], {("p", v) for v in (1, 2, 3, 4)})
+    assert first_versions(records, "p") == [1, 2, 3, 4]
+    assert await dlq.blocked_flags("relay") == set()

@@ -124,16 +124,23 @@ class ProjectorDeadLetters:
         return blocked
 
     async def maintain(self, *, force: bool = False) -> None:
-        """Between batches: release what may pass, then reload the blocked flags (when due)."""
+        """Between batches: release what may pass, then reload the blocked flags (when due).
+
+        Postgres unreachable: logged, tried again next time; projection goes on with the cached
+        blocked flags (only this loop blocks flags, so the cache misses none).
+        """
         if not force and self._clock() < self._next_refresh:
             return
-        async with _store_calls("release"):
-            try:
-                await self.gate.release(self.apply_released)  # refreshes the blocked flags too
-            except DeadLetterResolved as e:  # another releaser (a redrive request) got there first
-                _log.info("projector.release_raced", error=str(e))
-                await self.gate.refresh()
         self._next_refresh = self._clock() + self.refresh_interval
+        try:
+            async with _store_calls("release"):
+                try:
+                    await self.gate.release(self.apply_released)  # refreshes the blocked flags too
+                except DeadLetterResolved as e:  # another releaser (a redrive request) got there first
+                    _log.info("projector.release_raced", error=str(e))
+                    await self.gate.refresh()
+        except DeadLettersUnavailable as e:
+            _log.warning("projector.dead_letters_unavailable", error=str(e))
 
     async def screen(self, event: Event, checkpoint: Checkpoint) -> ApplyOutcome | None:
         """``None``: project ``event``. Otherwise it was held (parked as waiting behind its flag's

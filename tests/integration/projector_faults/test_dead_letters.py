@@ -3,6 +3,7 @@ a fixed build, purge then held events, and the streams the projector does not pr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 from core.events import FlagEnabledPayload
 from core.evolve import replay
 from events.deadletters import WAITING, DeadLetter, DeadLetterFilter, DeadLetterStore
-from projections.deadletters import redrive_projector_letters
+from projections.deadletters import ProjectorRedriver, redrive_projector_letters
 from projections.documents import decode_env_doc
 from projections.projector import Projector
 from projections.readmodel import RedisReadModel
@@ -161,3 +162,20 @@ async def test_skipped_streams__incident_ops_alert__checkpoint_advances_nothing_
         assert await client.exists(wired.model.keys.state(event.flag_key)) == 0
     assert (await wired.model.load_flag_state("x")).version == 1
     assert wired.projector.applied == 1
+
+
+async def test_redriver__api_redrive_while_projector_releases__each_event_applied_once(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore, client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario, wired = poisoned
+    monkeypatch.setattr(FlagEnabledPayload, "schema_version", 2)
+    (blocker,) = [lt for lt in await _letters(dlq, flag_key="a") if lt.is_blocker]
+    rev_before = int(await client.get(wired.model.keys.env_rev("production")) or 0)
+    await dlq.mark_redriven(blocker.id, by="ops")  # what the API does before calling the redriver
+    freed = [lt for lt in await dlq.releasable("projector") if lt.flag_key == "a"]
+    redriver = ProjectorRedriver(dlq, wired.model)
+    reprocessed, _ = await asyncio.gather(redriver(freed), wired.hooks.maintain(force=True))
+    assert 0 <= reprocessed <= 2
+    assert await wired.model.load_flag_state("a") == replay(scenario.a)
+    assert int(await client.get(wired.model.keys.env_rev("production")) or 0) == rev_before + 2
+    assert "a" not in await dlq.blocked_flags("projector")

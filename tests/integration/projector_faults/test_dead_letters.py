@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from core.events import FlagEnabledPayload
 from core.evolve import replay
 from events.deadletters import WAITING, DeadLetter, DeadLetterFilter, DeadLetterStore
+from events.operations import RedriverRegistry
 from projections.deadletters import ProjectorRedriver, redrive_projector_letters
 from projections.documents import decode_env_doc
 from projections.projector import Projector
@@ -173,7 +174,9 @@ async def test_redriver__api_redrive_while_projector_releases__each_event_applie
     rev_before = int(await client.get(wired.model.keys.env_rev("production")) or 0)
     await dlq.mark_redriven(blocker.id, by="ops")  # what the API does before calling the redriver
     freed = [lt for lt in await dlq.releasable("projector") if lt.flag_key == "a"]
-    redriver = ProjectorRedriver(dlq, wired.model)
+    registry = RedriverRegistry({"projector": ProjectorRedriver(dlq, wired.model)})  # as api/container.py
+    redriver = registry.get("projector")
+    assert redriver is not None
     reprocessed, _ = await asyncio.gather(redriver(freed), wired.hooks.maintain(force=True))
     assert 0 <= reprocessed <= 2
     assert await wired.model.load_flag_state("a") == replay(scenario.a)

@@ -36,8 +36,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.timeout(90)]
 FLAGS = [f"fault-{i}" for i in range(6)]
 WARMUP_S = 1.5  # load before the fault
 AFTER_HEAL_S = 1.0  # load after the platform recovered
-RECOVERY_BOUND_S = 25.0
-CHECK_BOUND_S = 15.0
+RECOVERY_BOUND_S = 30.0
+CHECK_BOUND_S = 25.0  # a SIGKILLed projector holds its partitions until its session times out (10 s)
 Fault = Callable[[FaultPlatform], Awaitable[float]]  # breaks, heals; returns when it was healed
 
 

@@ -182,6 +182,7 @@ class NotImplicated:
 
 
 Decision = Implicated | NotImplicated
+_NOT_CANDIDATES = frozenset({"not_implicated", "opted_out"})
 
 
 def implicated_flags(
@@ -192,27 +193,50 @@ def implicated_flags(
     now: datetime,
     lookback: timedelta,
 ) -> list[Decision]:
-    """One decision per candidate flag (``histories``: flag key -> its events from version 1).
+    """Decisions about the implicated flags (``histories``: flag key -> its events from version 1).
 
-    With a ``flag`` label only that flag is considered; an empty result means no candidate.
+    With a ``flag`` label only that flag is considered, and there is always one decision. Without,
+    every flag of ``histories`` is a candidate, and only those that concern the worker are kept:
+    implicated ones, and opted-in flags changed inside the window that are cooling down, were
+    changed after the alert, or were already handled. An empty result means no flag is implicated.
     """
     environment = alert_environment(alert)
     if environment is None:
-        return [NotImplicated(alert.labels.get("flag"), None, "not_implicated",
-                              "the alert has no valid environment label")]
+        return [
+            NotImplicated(
+                alert.labels.get("flag"), None, "not_implicated", "the alert has no valid environment label"
+            )
+        ]
     named = alert.labels.get("flag")
     if named is not None:
         events = histories.get(named, ())
         if not events:
             return [NotImplicated(named, environment, "not_implicated", f"flag {named!r} does not exist")]
-        return [decide_flag(alert, alert_event_id, events, environment=environment, explicit=True,
-                            now=now, lookback=lookback)]
-    return [
-        decide_flag(alert, alert_event_id, histories[key], environment=environment, explicit=False,
-                    now=now, lookback=lookback)
+        return [
+            decide_flag(
+                alert,
+                alert_event_id,
+                events,
+                environment=environment,
+                explicit=True,
+                now=now,
+                lookback=lookback,
+            )
+        ]
+    decisions = (
+        decide_flag(
+            alert,
+            alert_event_id,
+            histories[key],
+            environment=environment,
+            explicit=False,
+            now=now,
+            lookback=lookback,
+        )
         for key in sorted(histories)
         if histories[key]
-    ]
+    )
+    return [d for d in decisions if not isinstance(d, NotImplicated) or d.outcome not in _NOT_CANDIDATES]
 
 
 def decide_flag(
@@ -250,21 +274,32 @@ def decide_flag(
         return no("not_implicated", change)
     cooling = _last_automatic_rollback(changes, after=now - timedelta(seconds=settings.cooldown_seconds))
     if cooling is not None:
-        return no("cooldown", f"rolled back automatically at version {cooling.version}, "
-                              f"within the cool-down of {settings.cooldown_seconds:g} s")
+        return no(
+            "cooldown",
+            f"rolled back automatically at version {cooling.version}, "
+            f"within the cool-down of {settings.cooldown_seconds:g} s",
+        )
     later = [e for e in changes if e.version > change.version and e.occurred_at > alert.starts_at]
     if later:
-        return no("changed_after_alert", f"{environment!r} was changed by {later[-1].actor} at version "
-                                         f"{later[-1].version}, after the alert started")
+        return no(
+            "changed_after_alert",
+            f"{environment!r} was changed by {later[-1].actor} at version "
+            f"{later[-1].version}, after the alert started",
+        )
     to_version = change.version - 1
     restored = _evolve.config_at(events, to_version, environment)
     effective = restored or current.model_copy(update={"enabled": False})
     if effective == current:
         return no("not_implicated", f"{environment!r} already has the configuration of version {to_version}")
     return Implicated(
-        flag_key=key, environment=environment, decided_version=version, to_version=to_version,
+        flag_key=key,
+        environment=environment,
+        decided_version=version,
+        to_version=to_version,
         undone_versions=_evolve.environment_changes_after(events, to_version, environment),
-        restored_config=restored, auto_rollback=settings, explicit=explicit,
+        restored_config=restored,
+        auto_rollback=settings,
+        explicit=explicit,
     )
 
 

@@ -129,6 +129,15 @@ class RollbackWorker:
             return []
         if not isinstance(payload, MetricAlertFiredPayload):
             return []
+        age = (self._clock() - event.occurred_at).total_seconds()
+        if age > self._policy.lookback.total_seconds() or await self._resolved_after(event):
+            log.info("rollback.alert_over", fingerprint=payload.fingerprint, age_seconds=round(age, 1))
+            why = (
+                "the alert resolved" if age <= self._policy.lookback.total_seconds() else "the alert is stale"
+            )
+            return [
+                FlagResult(payload.labels.get("flag"), payload.labels.get("environment"), "cancelled", why)
+            ]
         histories = await self._histories(payload)
         decisions = implicated_flags(
             payload, str(event.event_id), histories, now=self._clock(), lookback=self._policy.lookback

@@ -51,13 +51,17 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], *, within: float, w
 
 
 class _OwnAlertsOnly(RollbackWorker):
-    """Ignores alert records whose event is not in this test's database (a shared topic)."""
+    """Handles only the alerts of its own test: accepted after it started, in this test's database
+    (the topic may be shared, and a module's alerts stay in its topic)."""
 
     def __init__(self, store: PostgresEventStore, *args: Any, **kwargs: Any) -> None:
         super().__init__(store, *args, **kwargs)
         self._own_store = store
+        self._since = _utc_now()
 
     async def handle(self, event: Event) -> list[FlagResult]:
+        if event.occurred_at < self._since:
+            return []
         stored = await self._own_store.read_stream(event.flag_key)
         if not any(e.event_id == event.event_id for e in stored):
             return []
@@ -164,9 +168,9 @@ def resolved_of(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "status": "resolved", "alerts": alerts}
 
 
-def environment_config(*, enabled: bool, **auto_rollback: Any) -> dict[str, Any]:
+def environment_config(*, environment_enabled: bool, **auto_rollback: Any) -> dict[str, Any]:
     return {
-        "enabled": enabled,
+        "enabled": environment_enabled,
         "off_variation": "off",
         "default": {"variation": "on"},
         "auto_rollback": {"enabled": True, **auto_rollback},
@@ -183,15 +187,18 @@ async def create_opted_in_flag(platform: Platform, key: str, environment: str, *
     put = await platform.request(
         "PUT",
         f"/api/v1/flags/{key}/environments/{environment}",
-        json=environment_config(enabled=False, **auto_rollback),
+        json=environment_config(environment_enabled=False, **auto_rollback),
     )
     assert put.status_code == 200, put.text
     enabled = await platform.request(
-        "POST",
-        f"/api/v1/flags/{key}/environments/{environment}/enable?wait=projected",
-        json={"reason": "launch"},
+        "POST", f"/api/v1/flags/{key}/environments/{environment}/enable", json={"reason": "launch"}
     )
-    assert enabled.status_code == 200 and enabled.json()["projected"] is True, enabled.text
+    assert enabled.status_code == 200, enabled.text
+
+    async def served() -> bool:  # the projector's first group join can take seconds
+        return await evaluate(platform, key, environment) is True
+
+    await wait_for(served, within=30.0, what=f"{key} enabled in the read model")
     return int(enabled.json()["version"])
 
 

@@ -10,12 +10,15 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from core.alerts import alert_stream
+from core.commands import EnableFlag
 from core.events import EventType
+from events.service import CommandMeta, CommandService
 from projections.keys import Keyspace
 from tests.integration.platform import Platform, module_database, start_platform
 from tests.integration.rollback.support import (
@@ -93,13 +96,15 @@ async def test_end_to_end__firing_alert_naming_flag__rolled_back_projected_evalu
         assert rollback.causation_id == posted["alerts"][0]["event_id"]
         # The first change of the environment inside the look-back window is v2 (it was configured),
         # so the configuration in force before it (v1: no such environment -> disabled) is restored.
-        assert rollback.payload["to_version"] == 1
-        assert rollback.payload["undone_versions"] == [2, bad_version]
-        assert rollback.payload["alert"]["labels"]["flag"] == key
-        assert rollback.payload["config"]["enabled"] is False
+        undone: dict[str, Any] = rollback.payload
+        assert undone["to_version"] == 1
+        assert undone["undone_versions"] == [2, bad_version]
+        assert undone["alert"]["labels"]["flag"] == key
+        assert undone["config"]["enabled"] is False
         assert elapsed < delay + 2.0
 
         stored = await platform.redis.hget(Keyspace(platform.settings.redis_namespace).env_flags(env), key)
+        assert stored is not None
         document = json.loads(stored)
         assert document["version"] == rollback.version
         assert document["flag"]["environments"][env]["enabled"] is False
@@ -137,3 +142,153 @@ async def test_end_to_end__firing_alert_naming_flag__rolled_back_projected_evalu
         await wait_for(resolved_consumed, within=10.0, what="resolved alert consumed")
         assert len(await platform.store.read_stream(key)) == rollback.version
         assert len((await platform.request("GET", f"/api/v1/incidents?flag={key}")).json()["items"]) == 1
+
+
+async def test_no_implicated_flag__nothing_changes(platform: Platform, key: str, env: str) -> None:
+    old_enough = await create_opted_in_flag(platform, key, "other-" + env[:8])  # another environment
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(environment=env))
+        await _post_alert(platform, alertmanager_payload(flag="no-such-flag-" + env, environment=env))
+
+        async def both_done() -> list[Any] | None:
+            done = [r for r in worker.consumer.results if r.environment == env]
+            return done if len(done) >= 2 else None
+
+        results = await wait_for(both_done, within=10.0, what="two alerts decided")
+
+    assert {r.outcome for r in results} == {"not_implicated"}
+    assert len(await platform.store.read_stream(key)) == old_enough
+
+
+async def test_opted_out_flag__is_not_rolled_back(platform: Platform, key: str, env: str) -> None:
+    version = await create_opted_in_flag(platform, key, env, enabled=False)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))
+        [result] = await worker.wait_result(key)
+
+    assert result.outcome == "opted_out"
+    assert len(await platform.store.read_stream(key)) == version
+    assert await evaluate(platform, key, env) is True
+
+
+async def test_person_changes_flag_after_alert__rollback_skipped_and_recorded(
+    platform: Platform, key: str, env: str
+) -> None:
+    await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=1.5)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))
+        fixed = await platform.request(
+            "PUT",
+            f"/api/v1/flags/{key}/environments/{env}",
+            role="writer",
+            json={
+                "enabled": True,
+                "off_variation": "off",
+                "default": {"variation": "off"},
+                "auto_rollback": {"enabled": True, "confirmation_delay_seconds": 1.5},
+            },
+        )
+        assert fixed.status_code == 200, fixed.text
+        [result] = await worker.wait_result(key)
+
+    assert result.outcome == "skipped"
+    events = await platform.store.read_stream(key)
+    assert [e.type for e in events[-2:]] == [
+        EventType.ENVIRONMENT_CONFIGURED.value,
+        EventType.ROLLBACK_SKIPPED.value,
+    ]
+    skipped: dict[str, Any] = events[-1].payload
+    assert "test-writer" in str(skipped["why"])
+    assert skipped["alert"]["labels"]["flag"] == key
+    assert EventType.FLAG_ROLLED_BACK.value not in {e.type for e in events}
+
+
+async def test_resolved_within_confirmation_delay__cancels(platform: Platform, key: str, env: str) -> None:
+    version = await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=1.0)
+    payload = alertmanager_payload(flag=key, environment=env)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, payload)
+        await _post_alert(platform, resolved_of(payload))
+        [result] = await worker.wait_result(key)
+
+    assert result.outcome == "cancelled"
+    assert len(await platform.store.read_stream(key)) == version
+
+
+async def test_cooldown__second_alert_within_it__no_second_rollback(
+    platform: Platform, key: str, env: str
+) -> None:
+    await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=0.0, cooldown_seconds=600)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))
+        [first] = await worker.wait_result(key)
+        # A person enables it again — through a fresh command service (another API process): this
+        # test's API process caches flag states, and a no-op decision on its stale state (it still
+        # thinks the flag is enabled) answers "unchanged" without writing (reported to the lead).
+        people = CommandService(platform.store, clock=lambda: datetime.now(UTC), new_id=uuid.uuid4)
+        again = await people.execute(
+            EnableFlag(flag_key=key, environment=env), CommandMeta(actor="test-person")
+        )
+        assert again.events
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))  # another fingerprint
+        second = (await worker.wait_result(key, count=2))[1]
+
+    assert (first.outcome, second.outcome) == ("rolled_back", "cooldown")
+    types = await _types(platform, key)
+    assert types.count(EventType.FLAG_ROLLED_BACK.value) == 1 and types[-1] == EventType.FLAG_ENABLED.value
+
+
+async def test_dry_run__records_what_it_would_do_and_changes_nothing(
+    platform: Platform, key: str, env: str
+) -> None:
+    version = await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=0.0, dry_run=True)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))
+        [result] = await worker.wait_result(key)
+
+    assert result.outcome == "dry_run"
+    events = await platform.store.read_stream(key)
+    assert len(events) == version + 1 and events[-1].type == EventType.ROLLBACK_SKIPPED.value
+    assert str(events[-1].payload["why"]).startswith("dry_run: would restore")
+    assert await evaluate(platform, key, env) is True
+    [incident] = (await platform.request("GET", f"/api/v1/incidents?flag={key}", role="ops")).json()["items"]
+    assert incident["payload"]["dry_run"] is True
+
+
+async def test_two_workers_racing_on_one_alert__exactly_one_rollback(
+    platform: Platform, key: str, env: str
+) -> None:
+    await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=0.2)
+
+    async with running_worker(platform) as first, running_worker(platform) as second:
+        await _post_alert(platform, alertmanager_payload(flag=key, environment=env))
+        [a] = await first.wait_result(key)
+        [b] = await second.wait_result(key)
+
+    assert sorted([a.outcome, b.outcome]) == ["already_handled", "rolled_back"]
+    assert (await _types(platform, key)).count(EventType.FLAG_ROLLED_BACK.value) == 1
+    incidents = (await platform.request("GET", f"/api/v1/incidents?flag={key}")).json()["items"]
+    assert len(incidents) == 1
+
+
+async def test_lookback__alert_without_flag_label__rolls_back_the_flag_changed_in_its_environment(
+    platform: Platform, key: str, env: str
+) -> None:
+    await create_opted_in_flag(platform, key, env, confirmation_delay_seconds=0.0)
+
+    async with running_worker(platform) as worker:
+        await _post_alert(platform, alertmanager_payload(environment=env))
+        [result] = await worker.wait_result(key)
+
+    assert result.outcome == "rolled_back"
+
+    async def flipped_back() -> bool:
+        return await evaluate(platform, key, env) is False
+
+    await wait_for(flipped_back, within=5.0, what="evaluation flipped back")

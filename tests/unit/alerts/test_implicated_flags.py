@@ -146,9 +146,8 @@ def test_lookback__only_flags_changed_inside_the_window_are_implicated() -> None
         lookback=LOOKBACK,
     )
 
-    by_key = {d.flag_key: d for d in decisions}
-    assert isinstance(by_key["recent"], Implicated) and not by_key["recent"].explicit
-    assert isinstance(by_key["old"], NotImplicated) and by_key["old"].outcome == "not_implicated"
+    [decision] = decisions
+    assert isinstance(decision, Implicated) and decision.flag_key == "recent" and not decision.explicit
 
 
 def test_lookback__first_change_in_window_is_undone_with_every_later_one() -> None:
@@ -183,11 +182,29 @@ def test_opted_out_flag__is_not_rolled_back() -> None:
 )
 def test_no_implicated_flag__nothing_to_roll_back(labels: dict[str, str]) -> None:
     unrelated = flag_with_bad_change(changed_at=T0 - timedelta(hours=3))
-    histories = {"checkout": unrelated.events} if "flag" in labels else {}
 
-    decisions = implicated_flags(alert(**labels), ALERT_ID, histories, now=T0, lookback=LOOKBACK)
+    decisions = implicated_flags(
+        alert(**labels), ALERT_ID, {"checkout": unrelated.events}, now=T0, lookback=LOOKBACK
+    )
 
-    assert all(isinstance(d, NotImplicated) for d in decisions)
+    assert all(isinstance(d, NotImplicated) and d.outcome == "not_implicated" for d in decisions)
+
+
+def test_lookback__opted_out_and_unchanged_flags_are_not_candidates() -> None:
+    opted_out = flag_with_bad_change(
+        "manual", config=OPTED_IN.model_copy(update={"auto_rollback": AutoRollback()})
+    )
+    unchanged = flag_with_bad_change("quiet", changed_at=T0 - timedelta(hours=2))
+
+    decisions = implicated_flags(
+        alert(environment="prod"),
+        ALERT_ID,
+        {"manual": opted_out.events, "quiet": unchanged.events},
+        now=T0,
+        lookback=LOOKBACK,
+    )
+
+    assert decisions == []
 
 
 def test_change_after_alert_started__is_a_skip_that_names_who() -> None:

@@ -182,3 +182,25 @@ async def test_redriver__api_redrive_while_projector_releases__each_event_applie
     assert await wired.model.load_flag_state("a") == replay(scenario.a)
     assert int(await client.get(wired.model.keys.env_rev("production")) or 0) == rev_before + 2
     assert "a" not in await dlq.blocked_flags("projector")
+
+
+async def test_purge__read_model_wiped_and_rebuilt__purged_record_skipped_not_parked_again(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore, client: Redis, kafka_bootstrap: str
+) -> None:
+    scenario, wired = poisoned
+    (blocker,) = [lt for lt in await _letters(dlq, flag_key="a") if lt.is_blocker]
+    await dlq.mark_purged(blocker.id, by="admin", reason="written by a retired producer")
+    await wired.hooks.maintain(force=True)
+    bridged = await wired.model.load_flag_state("a")
+    await client.flushdb()  # Redis lost everything: the next record shows it, the projector rewinds
+    b3 = scenario.chain.configure("b", "production", on_config(False))
+    await publish(kafka_bootstrap, wired.projector.topic, [b3])
+    expected_b = replay([*scenario.b, b3])
+
+    async def rebuilt() -> bool:
+        state_a = await wired.model.load_flag_state("a")
+        return state_a == bridged and await wired.model.load_flag_state("b") == expected_b
+
+    await wired.projector.run_until(rebuilt, within=30)
+    assert [(lt.flag_key, lt.version) for lt in await _letters(dlq)] == [("c", None)]
+    assert "a" not in await dlq.blocked_flags("projector")

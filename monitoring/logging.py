@@ -131,7 +131,7 @@ def configure_logging(level: int | str = "INFO", json: bool = True, stream: Text
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         context_class=dict,
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # cached loggers ignore later configure() calls
     )
 
 

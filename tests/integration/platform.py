@@ -144,7 +144,12 @@ async def start_platform(
     await producer.start()
     relay = Relay(
         store,
-        KafkaPublisher(producer, settings.flag_events_topic, send_timeout=10),
+        KafkaPublisher(
+            producer,
+            settings.flag_events_topic,
+            send_timeout=10,
+            metric_alerts_topic=settings.metric_alerts_topic,
+        ),
         topic=settings.flag_events_topic,
         poll_interval=0.05,
         listener=Listener(database_url),

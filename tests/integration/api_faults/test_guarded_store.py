@@ -64,7 +64,7 @@ def _service(store: FlakyStore) -> tuple[CommandService, AsyncCircuitBreaker]:
 
 
 def _create(key: str) -> CreateFlag:
-    return CreateFlag(flag=Flag(key=key, name=key))
+    return CreateFlag(flag_key=key, flag=Flag(key=key, name=key))
 
 
 async def test_append__refused_before_sending__retried_once_and_stored_once(pool: asyncpg.Pool) -> None:

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 def _env(redis_url: str, bootstrap: str, topic: str) -> dict[str, str]:
-    return {
-        **os.environ,
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "FLAGSTREAM_DATABASE_URL")}
+    return {  # no DATABASE_URL: the projector runs without its dead-letter queue
+        **inherited,
         "REDIS_URL": redis_url,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "FLAGSTREAM_FLAG_EVENTS_TOPIC": topic,
@@ -57,7 +58,12 @@ def test_projector_worker__sigterm__projects_then_exits_zero(
     )
     try:
         expected = replay(events).model_dump_json()
-        _wait_for(lambda: client.get("fs:state:a") == expected, 40, "the projection")
+        try:
+            _wait_for(lambda: client.get("fs:state:a") == expected, 40, "the projection")
+        except AssertionError:
+            worker.kill()
+            output = worker.stdout.read().decode() if worker.stdout else ""
+            raise AssertionError(f"worker did not project; its output:\n{output[-4000:]}") from None
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=20)
     finally:

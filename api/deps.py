@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def _container(request: Request) -> Container:
+async def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 

@@ -140,6 +140,9 @@ def make_producer(
     )
 
 
+FETCH_MAX_WAIT_MS = 25
+
+
 def make_consumer(
     bootstrap: str,
     *topics: str,
@@ -148,7 +151,14 @@ def make_consumer(
     isolation_level: str = "read_committed",
     **options: Any,
 ) -> AIOKafkaConsumer:
-    """A consumer that commits only when told to and starts from the beginning of the log."""
+    """A consumer that commits only when told to and starts from the beginning of the log.
+
+    ``fetch_max_wait_ms`` defaults to :data:`FETCH_MAX_WAIT_MS` (25 ms) instead of aiokafka's 500:
+    tansu does not answer a waiting fetch when records arrive, so a consumer sees a new record only
+    when its fetch times out — measured 130 ms p50 with 500 ms, 6.5 ms with 20 ms. On Apache Kafka
+    the long poll wakes up early and the shorter wait only costs a few more idle fetch requests.
+    """
+    options.setdefault("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,

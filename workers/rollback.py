@@ -152,7 +152,7 @@ async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
         clock=_utc_now,
     )
     consumer = make_consumer(bootstrap, settings.metric_alerts_topic, group_id=settings.rollback_group,
-                             client_id=f"{settings.kafka_client_id}-rollback")
+                             client_id=f"{settings.kafka_client_id}-rollback", fetch_max_wait_ms=50)
     await consumer.start()
     try:
         await AlertConsumer(worker, consumer).run(stop)

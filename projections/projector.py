@@ -73,6 +73,7 @@ class Projector:
         client_id: str = "flagstream-projector",
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        fetch_max_wait_ms: int = 20,
         dead_letters: ProjectorDeadLetters | None = None,
     ) -> None:
         self.read_model = read_model
@@ -86,6 +87,7 @@ class Projector:
             client_id=client_id,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,  # the broker may hold an empty fetch this long: latency
         )
         self._floors: dict[TopicPartition, int] = {}
         self._pending_seek: set[TopicPartition] = set()

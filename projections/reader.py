@@ -43,6 +43,7 @@ from projections.keys import DEFAULT_NAMESPACE, Keyspace
 __all__ = ["EnvironmentReader"]
 
 _log = structlog.get_logger("projections.reader")
+_NOTICE_GRACE = 0.05  # seconds a notice may take to arrive after its revision is visible
 _FULL_RECOMPILE_AFTER = 16  # more changed flags than this in one resync: compile the environment afresh
 
 
@@ -76,6 +77,7 @@ class EnvironmentReader:
         self._rev = 0
         self._segments_rev = 0
         self._last_sync: float | None = None
+        self._awaited: tuple[int, int, float] | None = None  # revisions seen by a poll, and when
         self._connected = False
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
@@ -185,18 +187,33 @@ class EnvironmentReader:
         if message is not None and message.get("type") == "message":
             await self._on_notice(str(message["channel"]), str(message["data"]))
         if time.monotonic() >= self._next_poll:
-            await self._poll()
-            self._next_poll = time.monotonic() + self._poll_interval
+            self._next_poll = time.monotonic() + await self._poll()
 
-    async def _poll(self) -> None:
-        rev, segments_rev = await self._client.mget(
+    async def _poll(self) -> float:
+        """Compare the revision counters with the snapshot; returns the delay until the next poll.
+
+        A counter ahead of the snapshot may only mean its notice is in flight: the reader looks
+        again after a short grace, and resyncs only if the notices did not catch up meanwhile.
+        """
+        polled_at = time.monotonic()
+        raw_rev, raw_segments_rev = await self._client.mget(
             self.keys.env_rev(self.environment), self.keys.segments_rev
         )
-        if int(rev or 0) != self._rev or int(segments_rev or 0) != self._segments_rev:
-            _log.info("reader.missed_notice", environment=self.environment, rev=rev, known=self._rev)
-            await self._resync()
-        else:
+        rev, segments_rev = int(raw_rev or 0), int(raw_segments_rev or 0)
+        awaited, self._awaited = self._awaited, None
+        if awaited is not None and self._rev >= awaited[0] and self._segments_rev >= awaited[1]:
+            self._last_sync = max(self._last_sync or 0.0, awaited[2])  # notices caught up with that poll
+        if rev == self._rev and segments_rev == self._segments_rev:
             self._mark_synced()
+            return self._poll_interval
+        ahead = rev > self._rev and segments_rev >= self._segments_rev
+        caught_up = awaited is None or (self._rev >= awaited[0] and self._segments_rev >= awaited[1])
+        if ahead and caught_up:
+            self._awaited = (rev, segments_rev, polled_at)
+            return _NOTICE_GRACE
+        _log.info("reader.missed_notice", environment=self.environment, rev=rev, known=self._rev)
+        await self._resync()
+        return self._poll_interval
 
     async def _on_notice(self, channel: str, data: str) -> None:
         try:
@@ -249,6 +266,7 @@ class EnvironmentReader:
         removed = [k for k in self._raw_flags if k not in flags]
         self._apply_flag_docs(changed, removed=removed)
         self._rev, self._segments_rev = int(rev or 0), int(segments_rev or 0)
+        self._awaited = None
         self._mark_synced()
 
     # --- pure snapshot updates -------------------------------------------------------------

@@ -62,18 +62,7 @@ def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")
         secret = asyncio.run(_prepare(stack.database_url, stack.kafka_bootstrap))
         children.append(
             _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:create_app",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(api_port),
-                    "--no-access-log",
-                ],
+                [sys.executable, "-m", "api.serve", "--host", "127.0.0.1", "--port", str(api_port)],
                 env,
             )
         )

@@ -44,6 +44,7 @@ from projections.resilience import advance_checkpoint
 __all__ = ["DEFAULT_GROUP", "Projector"]
 
 DEFAULT_GROUP = "flagstream-projector"
+_COMMIT_INTERVAL = 1.0
 _log = structlog.get_logger("projections.projector")
 
 
@@ -92,6 +93,8 @@ class Projector:
         self._floors: dict[TopicPartition, int] = {}
         self._pending_seek: set[TopicPartition] = set()
         self.applied = 0
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_commit = 0.0
 
     async def start(self) -> None:
         if self._dead_letters is not None:
@@ -100,6 +103,7 @@ class Projector:
         self._consumer.subscribe([self.topic], listener=_SeekOnAssignment(self))
 
     async def stop(self) -> None:
+        await self._flush_commits()
         await self._consumer.stop()
 
     async def run(self, stop: asyncio.Event, *, poll_timeout: float = 0.5) -> None:
@@ -306,6 +310,16 @@ class Projector:
         self._consumer.resume(*pending)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Kafka offsets are for lag visibility only (the Redis checkpoint, written with each change, is
+        the truth), so they are committed at most every :data:`_COMMIT_INTERVAL` seconds: an awaited
+        commit per batch put a broker round trip on every change's path to the read model."""
+        self._uncommitted.update(offsets)
+        if self._uncommitted and time.monotonic() - self._last_commit >= _COMMIT_INTERVAL:
+            await self._flush_commits()
+
+    async def _flush_commits(self) -> None:
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._last_commit = time.monotonic()
         if not offsets:
             return
         try:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from core.envelope import Event
 from events.alerts import AlertQueries
 from events.db import create_pool
-from events.kafka import METRIC_ALERTS_TOPIC, ensure_topics, make_consumer, metric_alerts_spec
+from events.kafka import make_consumer
 from events.rollback import FlagResult, RollbackPolicy, RollbackWorker
 from events.service import CommandService
 from events.store import PostgresEventStore
@@ -50,20 +50,16 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], *, within: float, w
         await asyncio.sleep(0.02)  # polling a condition, bounded by the deadline
 
 
-class _OwnAlertsOnly(RollbackWorker):
-    """Handles only the alerts of its own test: accepted after it started, in this test's database
-    (the topic may be shared, and a module's alerts stay in its topic)."""
+class _AlertsSinceStart(RollbackWorker):
+    """Handles only the alerts accepted after it started: the module's earlier alerts stay in the
+    topic, and a new consumer group reads from the beginning."""
 
-    def __init__(self, store: PostgresEventStore, *args: Any, **kwargs: Any) -> None:
-        super().__init__(store, *args, **kwargs)
-        self._own_store = store
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._since = _utc_now()
 
     async def handle(self, event: Event) -> list[FlagResult]:
         if event.occurred_at < self._since:
-            return []
-        stored = await self._own_store.read_stream(event.flag_key)
-        if not any(e.event_id == event.event_id for e in stored):
             return []
         return await super().handle(event)
 
@@ -88,28 +84,25 @@ class RunningWorker:
 async def running_worker(
     platform: Platform, *, dry_run: bool = False, default_delay: float = 0.0
 ) -> AsyncIterator[RunningWorker]:
-    """A rollback worker with its own pool and consumer group, running until the block ends.
-
-    It reads ``settings.metric_alerts_topic`` and also the default topic name (the platform's relay
-    may still route alerts there); records of other tests' databases are ignored.
-    """
+    """A rollback worker with its own pool and consumer group on ``settings.metric_alerts_topic``,
+    running until the block ends (as a separate worker process would)."""
     settings = platform.settings
     bootstrap = settings.kafka_bootstrap_servers or ""
-    topics = sorted({settings.metric_alerts_topic, METRIC_ALERTS_TOPIC})
-    await ensure_topics(bootstrap, [metric_alerts_spec(t, partitions=1) for t in topics])
     pool = await create_pool(settings.database_url or "", min_size=1, max_size=4)
     store = PostgresEventStore(pool)
     policy = RollbackPolicy(
         lookback=timedelta(minutes=30), default_confirmation_seconds=default_delay, dry_run=dry_run
     )
-    worker = _OwnAlertsOnly(
+    worker = _AlertsSinceStart(
         store,
         CommandService(store, clock=_utc_now, new_id=uuid.uuid4),
         AlertQueries(pool),
         policy,
         clock=_utc_now,
     )
-    consumer = make_consumer(bootstrap, *topics, group_id=f"rollback-{uuid.uuid4().hex[:10]}")
+    consumer = make_consumer(
+        bootstrap, settings.metric_alerts_topic, group_id=f"rollback-{uuid.uuid4().hex[:10]}"
+    )
     await consumer.start()
     stop = asyncio.Event()
     alerts = AlertConsumer(worker, consumer, poll_ms=50)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,6 +15,8 @@ from core.alerts import IncidentFlag, MetricAlertFiredPayload, alert_stream
 from core.envelope import GENESIS_HASH, seal
 from core.events import EventType, to_draft
 from events.incidents import IncidentRecorder
+from events.kafka import KafkaPublisher, make_consumer, make_producer
+from events.relay import Relay
 from tests.integration.platform import Platform, module_database, start_platform
 from tests.integration.rollback.support import alertmanager_payload
 
@@ -217,3 +221,55 @@ async def test_incidents__readers_operators_admins(platform: Platform, role: str
     response = await platform.request("GET", "/api/v1/incidents", role=role)
 
     assert response.status_code == status, response.text
+
+
+async def test_alert_accepted_while_nothing_publishes__relayed_to_metric_alerts_topic_later(
+    platform: Platform,
+) -> None:
+    """This module's platform runs no relay: the alert waits in the outbox (as when Kafka is down)."""
+    payload = alertmanager_payload(flag="late", environment="prod")
+    posted = (await platform.request("POST", AM, role="alerts", json=payload)).json()
+    event_id = posted["alerts"][0]["event_id"]
+    settings = platform.settings
+    bootstrap = settings.kafka_bootstrap_servers or ""
+
+    producer = make_producer(bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        publisher = KafkaPublisher(
+            producer,
+            settings.flag_events_topic,
+            send_timeout=10,
+            metric_alerts_topic=settings.metric_alerts_topic,
+        )
+        await Relay(
+            platform.store,
+            publisher,
+            name="alerts-later-" + uuid.uuid4().hex[:6],
+            topic=settings.flag_events_topic,
+        ).drain()
+    finally:
+        await producer.stop()
+
+    alerts = await _topic_values(bootstrap, settings.metric_alerts_topic)
+    flag_events = await _topic_values(bootstrap, settings.flag_events_topic)
+    assert event_id in {v["event_id"] for v in alerts}
+    assert event_id not in {v["event_id"] for v in flag_events}
+    assert all(v["flag_key"].startswith("alert:") for v in alerts)
+
+
+async def _topic_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every record of ``topic`` (read until three polls in a row bring nothing; bounded)."""
+    consumer = make_consumer(bootstrap, topic, group_id=None)
+    await consumer.start()
+    values: list[dict[str, Any]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline, empty = loop.time() + 15, 0
+        while empty < 3 and loop.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            values += [json.loads(r.value) for records in batches.values() for r in records]
+            empty = 0 if batches else empty + 1
+    finally:
+        await consumer.stop()
+    return values

@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 import structlog
@@ -161,13 +162,22 @@ async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
         await pool.close()
 
 
+def _version() -> str:
+    try:
+        return version("flagstream")
+    except PackageNotFoundError:
+        return "dev"
+
+
 async def _main() -> int:
     try:
         settings = load_settings()
     except SettingsError as e:
         print(e, file=sys.stderr)
         return 2
-    metrics.set_build_info("0.1.0", "rollback")
+    configure_logging(settings.log_level, json=settings.log_json)
+    metrics.set_build_info(_version(), "rollback")
+    server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port > 0 else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -177,11 +187,13 @@ async def _main() -> int:
     except SettingsError as e:
         print(e, file=sys.stderr)
         return 2
+    finally:
+        if server is not None:
+            server.stop()
     return 0
 
 
 def main() -> None:
-    configure_logging()
     sys.exit(asyncio.run(_main()))
 
 

@@ -69,6 +69,7 @@ def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")
         for module in _WORKERS:
             if _module_exists(module):
                 children.append(_spawn([sys.executable, "-m", module], env))
+        _wait_until_serving(f"http://127.0.0.1:{api_port}/healthz", children, stopping)
         typer.echo("")
         typer.echo(
             f"  Flagstream API   http://127.0.0.1:{api_port}   (OpenAPI: http://127.0.0.1:{api_port}/docs)"
@@ -113,6 +114,23 @@ async def _prepare(database_url: str, bootstrap: str) -> str:
     finally:
         await pool.close()
     return secret
+
+
+def _wait_until_serving(url: str, children: list[subprocess.Popen[bytes]], stopping: dict[str, bool]) -> None:
+    """Print the banner only once the API answers (bounded): a key shown earlier would be refused."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not stopping["flag"]:
+        if any(child.poll() is not None for child in children):
+            return
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # polling the API's liveness, bounded by the deadline
+    typer.echo("flagstream: the API did not answer within 60 s; see the logs above", err=True)
 
 
 def _describe(child: subprocess.Popen[bytes]) -> str:

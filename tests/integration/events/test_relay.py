@@ -61,8 +61,14 @@ async def publisher(kafka_bootstrap: str, unique_topic: str) -> AsyncIterator[Ka
 async def running_relay(
     store: PostgresEventStore, publisher: KafkaPublisher, migrated_database: str, unique_topic: str
 ) -> AsyncIterator[Relay]:
-    relay = Relay(store, publisher, topic=unique_topic, batch_size=50, poll_interval=30.0,
-                  listener=Listener(migrated_database))
+    relay = Relay(
+        store,
+        publisher,
+        topic=unique_topic,
+        batch_size=50,
+        poll_interval=30.0,
+        listener=Listener(migrated_database),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -72,8 +78,9 @@ async def running_relay(
         await asyncio.wait_for(task, 30)
 
 
-async def _held_append(pool: asyncpg.Pool, store: PostgresEventStore, flag: str,
-                       overtaken: list[bool]) -> None:
+async def _held_append(
+    pool: asyncpg.Pool, store: PostgresEventStore, flag: str, overtaken: list[bool]
+) -> None:
     """Append inside a transaction held open until 20 later appends have committed."""
     async with HeldTransaction(pool) as held:
         event = await _append_next(held.store, flag)

@@ -164,21 +164,27 @@ class RollbackWorker:
         return {key: await self._store.read_stream(key) for key in keys}
 
     async def _follow(self, event: Event, alert: MetricAlertFiredPayload, first: Decision) -> FlagResult:
-        if isinstance(first, NotImplicated):
+        if isinstance(first, NotImplicated) and first.outcome != "changed_after_alert":
             return await self._conclude(event, alert, first)
-        delay = self._policy.confirmation_seconds(first.auto_rollback)
-        wait = (event.occurred_at + timedelta(seconds=delay) - self._clock()).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(wait)  # the confirmation delay itself, not a synchronisation
-        if await self._resolved_after(event):
-            metrics.observe_rollback("skipped")
-            log.info("rollback.cancelled", flag=first.flag_key, fingerprint=alert.fingerprint)
-            return FlagResult(
-                first.flag_key,
-                first.environment,
-                "cancelled",
-                "the alert resolved within the confirmation delay",
-            )
+        if isinstance(first, Implicated):
+            delay = self._policy.confirmation_seconds(first.auto_rollback)
+            wait = (event.occurred_at + timedelta(seconds=delay) - self._clock()).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the confirmation delay itself, not a synchronisation
+            if await self._resolved_after(event):
+                metrics.observe_rollback("skipped")
+                log.info("rollback.cancelled", flag=first.flag_key, fingerprint=alert.fingerprint)
+                return FlagResult(
+                    first.flag_key,
+                    first.environment,
+                    "cancelled",
+                    "the alert resolved within the confirmation delay",
+                )
+        return await self._act(event, alert, first)
+
+    async def _act(self, event: Event, alert: MetricAlertFiredPayload, first: Decision) -> FlagResult:
+        """Decide again on the flag's fresh stream and act; a lost race (version conflict) decides again."""
+        assert first.flag_key is not None and first.environment is not None
         for _ in range(_DECIDE_ATTEMPTS):
             events = await self._store.read_stream(first.flag_key)
             decision = decide_flag(
@@ -186,7 +192,7 @@ class RollbackWorker:
                 str(event.event_id),
                 events,
                 environment=first.environment,
-                explicit=first.explicit,
+                explicit="flag" in alert.labels,
                 now=self._clock(),
                 lookback=self._policy.lookback,
             )

@@ -155,6 +155,9 @@ class Projector:
     async def _apply_partition(
         self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
     ) -> list[Any]:
+        """Runs of plain records (projected, unblocked events) go to Redis in one round trip
+        (:meth:`RedisReadModel.apply_many`); whatever did not go as planned, and every other
+        record, goes one at a time through :meth:`_apply_one`."""
         done: list[ConsumerRecord[Any, Any]] = []
         parsed = [_parse(record) for record in records]
         try:
@@ -162,27 +165,77 @@ class Projector:
         except ReadModelUnavailable:
             self._consumer.seek(tp, records[0].offset)
             raise
-        for record, event in zip(records, parsed, strict=True):
-            checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
-            try:
-                outcome = await self._project(tp, record, event, checkpoint)
-            except ReadModelUnavailable:
-                self._consumer.seek(tp, record.offset)
-                raise
-            except PoisonEvent as poison:
-                outcome = await self._park(tp, record, event, checkpoint, poison)
-            if outcome is ApplyOutcome.BEHIND:
-                _log.warning(
-                    "projector.read_model_behind",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    offset=record.offset,
-                )
-                await self._seek_to_checkpoints([tp])
+        i = 0
+        while i < len(records):
+            run = await self._plain_run(parsed, i)
+            if run > 1:
+                i += await self._apply_run(tp, records[i : i + run], parsed[i : i + run], done)
+                if i >= len(records):
+                    break
+            if not await self._apply_one(tp, records[i], parsed[i]):
                 return done
+            done.append(records[i])
+            i += 1
+        return done
+
+    async def _plain_run(self, parsed: list[Event | Exception], start: int) -> int:
+        """How many records from ``start`` are events of projected, unblocked streams."""
+        end = start
+        while end < len(parsed):
+            event = parsed[end]
+            if not isinstance(event, Event) or not is_projected_stream(event.flag_key):
+                break
+            if self._dead_letters is not None and await self._dead_letters.gate.is_blocked(event.flag_key):
+                break
+            end += 1
+        return end - start
+
+    async def _apply_run(
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[Any, Any]],
+        events: list[Event | Exception],
+        done: list[ConsumerRecord[Any, Any]],
+    ) -> int:
+        """Apply plain records in one round trip; returns how many went as planned (appended to
+        ``done``). Each floor is the checkpoint its predecessor writes (see ``apply_many``)."""
+        floor = self._floors.get(tp)
+        items: list[tuple[Event, Checkpoint]] = []
+        for record, event in zip(records, events, strict=True):
+            assert isinstance(event, Event)
+            items.append((event, Checkpoint(self.group, tp.topic, tp.partition, record.offset, floor)))
+            floor = record.offset + 1
+        try:
+            results = await self.read_model.apply_many(items)
+        except ReadModelUnavailable:
+            self._consumer.seek(tp, records[0].offset)
+            raise
+        for record, (event, _), result in zip(records, items, results, strict=False):
+            self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
             self._floors[tp] = record.offset + 1
             done.append(record)
-        return done
+        return len(results)
+
+    async def _apply_one(
+        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], event: Event | Exception
+    ) -> bool:
+        """Apply one record; ``False`` when Redis turned out behind (the partition was rewound)."""
+        checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
+        try:
+            outcome = await self._project(tp, record, event, checkpoint)
+        except ReadModelUnavailable:
+            self._consumer.seek(tp, record.offset)
+            raise
+        except PoisonEvent as poison:
+            outcome = await self._park(tp, record, event, checkpoint, poison)
+        if outcome is ApplyOutcome.BEHIND:
+            _log.warning(
+                "projector.read_model_behind", topic=tp.topic, partition=tp.partition, offset=record.offset
+            )
+            await self._seek_to_checkpoints([tp])
+            return False
+        self._floors[tp] = record.offset + 1
+        return True
 
     async def _project(
         self,

@@ -7,10 +7,11 @@ checkpoint in one atomic step, only if the stored version is still the one the e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import resources
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +31,7 @@ __all__ = ["ApplyOutcome", "ApplyResult", "Checkpoint", "RedisReadModel", "load_
 
 
 State = FlagState | SegmentState
+T = TypeVar("T")
 
 
 class ApplyOutcome(StrEnum):
@@ -135,6 +137,44 @@ class RedisReadModel:
             known = None
         raise ReadModelUnavailable(f"stream {event.flag_key!r} kept changing under the projector")
 
+    async def apply_many(self, items: Sequence[tuple[Event, Checkpoint]]) -> list[ApplyResult]:
+        """Apply consecutive records of one partition in ONE round trip; returns the results of the
+        prefix that went exactly as planned (possibly empty): the caller applies the rest with
+        :meth:`apply`, one at a time.
+
+        Each record is planned from the state the previous ones produce (streams the batch does
+        not know yet are read with one MGET); planning stops before a version gap or an event the
+        core refuses. The planned scripts run in order in one pipeline (no transaction: each
+        script is its own atomic compare-and-set). Give each record the floor its predecessor's
+        checkpoint makes (``previous.offset + 1``): a script that does not move the checkpoint
+        (gap, stale plan, behind) then turns every later one into a no-op "behind", so nothing
+        after an unplanned outcome changes Redis beyond what :meth:`apply` would have done.
+        Raises :class:`ReadModelUnavailable` when Redis cannot be reached.
+        """
+        streams = {event.flag_key for event, _ in items}
+        missing = [s for s in streams if s not in self._known]
+        if missing:
+            self._known.update(await self.load_states(missing))
+        planned = self._plan_many(items)
+        if not planned:
+            return []
+        replies = await self._guarded(lambda: self._run_many(planned, items))
+        results: list[ApplyResult] = []
+        for (expected, plan, after), reply in zip(planned, replies, strict=True):
+            if isinstance(reply, BaseException) or str(reply[0]) != expected.value:
+                break
+            environments = tuple(w.environment for w in plan.writes if w.environment is not None)
+            applied = expected is ApplyOutcome.APPLIED
+            results.append(ApplyResult(expected, int(reply[1]), environments if applied else (), after))
+        if len(results) < len(planned):  # unplanned: forget what was planned, read afresh
+            for stream in streams:
+                self._known.pop(stream, None)
+        else:
+            for _, plan, after in planned:
+                if after is not None:
+                    self._known[plan.stream_key] = after
+        return results
+
     async def checkpoint(self, group: str, topic: str, partition: int) -> int | None:
         """The next offset to read for a partition, or ``None`` when this read model has none."""
         raw = await self._get(self.keys.checkpoint(group, topic, partition))
@@ -154,7 +194,51 @@ class RedisReadModel:
                 f"cannot apply {event.type} v{event.version} of {event.flag_key!r}: {e}"
             ) from e
 
-    async def _run(self, plan: ApplyPlan, checkpoint: Checkpoint | None) -> tuple[str, int]:
+    def _plan_many(
+        self, items: Sequence[tuple[Event, Checkpoint]]
+    ) -> list[tuple[ApplyOutcome, ApplyPlan, State | None]]:
+        """Plan records in order from the known states, up to the first gap or refused event."""
+        states = dict(self._known)
+        planned: list[tuple[ApplyOutcome, ApplyPlan, State | None]] = []
+        for event, _ in items:
+            state = states[event.flag_key]
+            if state.version >= event.version:
+                planned.append((ApplyOutcome.DUPLICATE, plan_noop(event.flag_key, event.version), None))
+                continue
+            if state.version != event.version - 1:
+                break
+            try:
+                plan, after = self._plan(state, event)
+            except ApplyRejected:
+                break
+            assert after is not None
+            states[event.flag_key] = after
+            planned.append((ApplyOutcome.APPLIED, plan, after))
+        return planned
+
+    async def _run_many(
+        self,
+        planned: list[tuple[ApplyOutcome, ApplyPlan, State | None]],
+        items: Sequence[tuple[Event, Checkpoint]],
+    ) -> list[Any]:
+        """EVALSHA each plan in one pipeline; a reply is ``[outcome, stored]`` or the error."""
+        sha = self._apply.sha
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for (_, plan, _), (_, checkpoint) in zip(planned, items, strict=False):
+                    keys, args = self._script_args(plan, checkpoint)
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                return list(await pipe.execute(raise_on_error=False))
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable while applying a batch") from e
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        """The hook a subclass wraps Redis calls in (a breaker, retries); here: just the call."""
+        return await call()
+
+    def _script_args(
+        self, plan: ApplyPlan, checkpoint: Checkpoint | None
+    ) -> tuple[list[str], list[str | int]]:
         ckpt_key = (
             self.keys.checkpoint(checkpoint.group, checkpoint.topic, checkpoint.partition)
             if checkpoint is not None
@@ -171,6 +255,10 @@ class RedisReadModel:
         for write in plan.writes:
             keys += [write.hash_key, write.rev_key]
             args += [write.field, write.doc or "", write.channel, write.environment or ""]
+        return keys, args
+
+    async def _run(self, plan: ApplyPlan, checkpoint: Checkpoint | None) -> tuple[str, int]:
+        keys, args = self._script_args(plan, checkpoint)
         try:
             outcome, stored = await self._apply(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:

@@ -6,9 +6,10 @@ Starts the local stack (or uses DATABASE_URL / REDIS_URL / KAFKA_BOOTSTRAP_SERVE
 (uvicorn), the relay, the projector and the rollback worker as separate processes (as in
 production), with the worker's default confirmation delay set to 0. It creates ``--alerts`` flags
 in ``production``, each opted in to ``auto_rollback`` and then enabled (the change to blame), and
-posts one firing Alertmanager alert naming each flag. A reader in this process (the same
-``EnvironmentReader`` the API evaluates with) records when each flag's rollback (its next version)
-becomes visible; the latency is measured from the alert's 2xx to that moment.
+posts one firing Alertmanager alert naming each flag — ``--concurrency`` posters, each with one alert
+in flight. A reader in this process (the same ``EnvironmentReader`` the API evaluates with) tells
+when each flag's rollback (its next version) becomes visible; the latency is measured from the
+alert's 2xx to that moment.
 
 Path measured: API append -> relay -> Kafka (metric-alerts) -> rollback worker -> command path
 (Postgres) -> relay -> Kafka (flag-events) -> projector -> Redis -> reader. Target: p99 < 1 s.
@@ -98,35 +99,20 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
                 await asyncio.sleep(0.05)  # polling the reader, bounded
             accepted: dict[str, float] = {}
             visible: dict[str, float] = {}
-            seen = {key: asyncio.Event() for key in keys}
-
-            async def watch() -> None:
-                deadline = time.monotonic() + 60.0 + args.alerts
-                while len(visible) < len(keys) and time.monotonic() < deadline:
-                    now = time.perf_counter()
-                    for key in keys:
-                        if key not in visible and (reader.version_of(key) or 0) > bad_versions[key]:
-                            visible[key] = now
-                            seen[key].set()
-                    await asyncio.sleep(0.0005)  # sampling the reader's snapshot
-                for event in seen.values():
-                    event.set()
-
-            watcher = asyncio.create_task(watch())
             queue = list(keys)
 
             async def post_alerts() -> None:
+                """One alert in flight per poster: post, then wait for its rollback in the reader."""
                 while queue:
                     key = queue.pop(0)
                     response = await client.post("/api/v1/alerts/alertmanager", json=_alert(key))
                     assert response.status_code == 202, response.text
                     accepted[key] = time.perf_counter()
-                    if args.concurrency == 1:
-                        await seen[key].wait()  # one alert at a time: latency without queueing
+                    if await reader.wait_for_version(key, bad_versions[key] + 1, 60.0):
+                        visible[key] = time.perf_counter()
 
             started = time.perf_counter()
             await asyncio.gather(*(post_alerts() for _ in range(args.concurrency)))
-            await watcher
             elapsed = time.perf_counter() - started
             await reader.stop()
         latencies = [visible[k] - accepted[k] for k in keys if k in visible and k in accepted]

@@ -140,43 +140,75 @@ class Projector:
         batches = await self._consumer.getmany(
             timeout_ms=int(poll_timeout * 1000), max_records=self._max_records
         )
-        handled = 0
-        commits: dict[TopicPartition, int] = {}
+        parsed = {tp: [_parse(record) for record in records] for tp, records in batches.items()}
+        done: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {tp: [] for tp in batches}
+        finished: set[TopicPartition] = set()
         try:
+            await self.read_model.prime_states(
+                e.flag_key for events in parsed.values() for e in events if isinstance(e, Event)
+            )
+            await self._apply_leading_runs(batches, parsed, done)
             for tp, records in batches.items():
-                done = await self._apply_partition(tp, records)
-                if done:
-                    commits[tp] = done[-1].offset + 1
-                    handled += len(done)
+                await self._apply_partition(tp, records, parsed[tp], done[tp])
+                finished.add(tp)
+        except ReadModelUnavailable:
+            for tp, records in batches.items():  # fetched but not applied: fetch them again
+                if tp not in finished and len(done[tp]) < len(records):
+                    self._consumer.seek(tp, records[len(done[tp])].offset)
+            raise
         finally:
-            await self._commit(commits)
-        return handled
+            await self._commit({tp: handled[-1].offset + 1 for tp, handled in done.items() if handled})
+        return sum(len(handled) for handled in done.values())
+
+    async def _apply_leading_runs(
+        self,
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+        parsed: dict[TopicPartition, list[Event | Exception]],
+        done: dict[TopicPartition, list[ConsumerRecord[Any, Any]]],
+    ) -> None:
+        """The plain records every partition's batch starts with, all partitions in ONE round trip
+        (:meth:`RedisReadModel.apply_many`); each partition's floors chain from its own floor."""
+        runs: list[tuple[TopicPartition, ConsumerRecord[Any, Any], Event]] = []
+        items: list[tuple[Event, Checkpoint]] = []
+        for tp, records in batches.items():
+            floor = self._floors.get(tp)
+            for record, event in zip(
+                records, parsed[tp][: await self._plain_run(parsed[tp], 0)], strict=False
+            ):
+                assert isinstance(event, Event)
+                runs.append((tp, record, event))
+                items.append((event, Checkpoint(self.group, tp.topic, tp.partition, record.offset, floor)))
+                floor = record.offset + 1
+        if not items:
+            return
+        results = await self.read_model.apply_many(items)
+        stopped: set[TopicPartition] = set()
+        for (tp, record, event), result in zip(runs, results, strict=True):
+            if result is None or tp in stopped:  # the rest of this partition: one at a time
+                stopped.add(tp)
+                continue
+            self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
+            self._floors[tp] = record.offset + 1
+            done[tp].append(record)
 
     async def _apply_partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
-    ) -> list[Any]:
-        """Runs of plain records (projected, unblocked events) go to Redis in one round trip
-        (:meth:`RedisReadModel.apply_many`); whatever did not go as planned, and every other
-        record, goes one at a time through :meth:`_apply_one`."""
-        done: list[ConsumerRecord[Any, Any]] = []
-        parsed = [_parse(record) for record in records]
-        try:
-            await self.read_model.prime_states(e.flag_key for e in parsed if isinstance(e, Event))
-        except ReadModelUnavailable:
-            self._consumer.seek(tp, records[0].offset)
-            raise
-        i = 0
+        self,
+        tp: TopicPartition,
+        records: list[ConsumerRecord[Any, Any]],
+        parsed: list[Event | Exception],
+        done: list[ConsumerRecord[Any, Any]],
+    ) -> None:
+        """The records of ``tp`` from ``len(done)`` on: one at a time through :meth:`_apply_one`
+        (a record that did not go as planned, or is not plain), then the next plain run batched."""
+        i = len(done)
         while i < len(records):
+            if not await self._apply_one(tp, records[i], parsed[i]):
+                return
+            done.append(records[i])
+            i += 1
             run = await self._plain_run(parsed, i)
             if run > 1:
                 i += await self._apply_run(tp, records[i : i + run], parsed[i : i + run], done)
-                if i >= len(records):
-                    break
-            if not await self._apply_one(tp, records[i], parsed[i]):
-                return done
-            done.append(records[i])
-            i += 1
-        return done
 
     async def _plain_run(self, parsed: list[Event | Exception], start: int) -> int:
         """How many records from ``start`` are events of projected, unblocked streams."""
@@ -199,22 +231,20 @@ class Projector:
     ) -> int:
         """Apply plain records in one round trip; returns how many went as planned (appended to
         ``done``). Each floor is the checkpoint its predecessor writes (see ``apply_many``)."""
-        floor = self._floors.get(tp)
+        floor, before = self._floors.get(tp), len(done)
         items: list[tuple[Event, Checkpoint]] = []
         for record, event in zip(records, events, strict=True):
             assert isinstance(event, Event)
             items.append((event, Checkpoint(self.group, tp.topic, tp.partition, record.offset, floor)))
             floor = record.offset + 1
-        try:
-            results = await self.read_model.apply_many(items)
-        except ReadModelUnavailable:
-            self._consumer.seek(tp, records[0].offset)
-            raise
-        for record, (event, _), result in zip(records, items, results, strict=False):
+        results = await self.read_model.apply_many(items)
+        for record, (event, _), result in zip(records, items, results, strict=True):
+            if result is None:
+                return len(done) - before
             self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
             self._floors[tp] = record.offset + 1
             done.append(record)
-        return len(results)
+        return len(done) - before
 
     async def _apply_one(
         self, tp: TopicPartition, record: ConsumerRecord[Any, Any], event: Event | Exception

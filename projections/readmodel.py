@@ -32,6 +32,9 @@ __all__ = ["ApplyOutcome", "ApplyResult", "Checkpoint", "RedisReadModel", "load_
 
 State = FlagState | SegmentState
 T = TypeVar("T")
+_Planned = tuple[
+    int, "ApplyOutcome", ApplyPlan, State | None
+]  # item index, expected outcome, plan, state after
 
 
 class ApplyOutcome(StrEnum):
@@ -137,19 +140,20 @@ class RedisReadModel:
             known = None
         raise ReadModelUnavailable(f"stream {event.flag_key!r} kept changing under the projector")
 
-    async def apply_many(self, items: Sequence[tuple[Event, Checkpoint]]) -> list[ApplyResult]:
-        """Apply consecutive records of one partition in ONE round trip; returns the results of the
-        prefix that went exactly as planned (possibly empty): the caller applies the rest with
-        :meth:`apply`, one at a time.
+    async def apply_many(self, items: Sequence[tuple[Event, Checkpoint]]) -> list[ApplyResult | None]:
+        """Apply consecutive records of one or more partitions in ONE round trip.
 
-        Each record is planned from the state the previous ones produce (streams the batch does
-        not know yet are read with one MGET); planning stops before a version gap or an event the
+        Returns one entry per item: its result when it went exactly as planned, ``None`` when it
+        did not (or was not planned). From a partition's first ``None`` on, the caller must apply
+        that partition's records with :meth:`apply`, one at a time.
+
+        Each record is planned from the state the previous ones produce (streams not known yet
+        are read with one MGET); a partition's planning stops before a version gap or an event the
         core refuses. The planned scripts run in order in one pipeline (no transaction: each
-        script is its own atomic compare-and-set). Give each record the floor its predecessor's
-        checkpoint makes (``previous.offset + 1``): a script that does not move the checkpoint
-        (gap, stale plan, behind) then turns every later one into a no-op "behind", so nothing
-        after an unplanned outcome changes Redis beyond what :meth:`apply` would have done.
-        Raises :class:`ReadModelUnavailable` when Redis cannot be reached.
+        script is its own atomic compare-and-set on the stream version). Give each record of a
+        partition the floor its predecessor's checkpoint makes (``previous.offset + 1``): a script
+        that does not move the checkpoint (gap, stale plan, behind) then turns every later one of
+        that partition into a no-op "behind". Raises :class:`ReadModelUnavailable`.
         """
         streams = {event.flag_key for event, _ in items}
         missing = [s for s in streams if s not in self._known]
@@ -157,22 +161,25 @@ class RedisReadModel:
             self._known.update(await self.load_states(missing))
         planned = self._plan_many(items)
         if not planned:
-            return []
+            return [None] * len(items)
         replies = await self._guarded(lambda: self._run_many(planned, items))
-        results: list[ApplyResult] = []
-        for (expected, plan, after), reply in zip(planned, replies, strict=True):
+        results: list[ApplyResult | None] = [None] * len(items)
+        stopped: set[tuple[str, int]] = set()
+        for (index, expected, plan, after), reply in zip(planned, replies, strict=True):
+            partition = (items[index][1].topic, items[index][1].partition)
+            if partition in stopped:
+                continue
             if isinstance(reply, BaseException) or str(reply[0]) != expected.value:
-                break
-            environments = tuple(w.environment for w in plan.writes if w.environment is not None)
+                stopped.add(partition)
+                continue
             applied = expected is ApplyOutcome.APPLIED
-            results.append(ApplyResult(expected, int(reply[1]), environments if applied else (), after))
-        if len(results) < len(planned):  # unplanned: forget what was planned, read afresh
+            environments = tuple(w.environment for w in plan.writes if w.environment is not None)
+            results[index] = ApplyResult(expected, int(reply[1]), environments if applied else (), after)
+            if after is not None:
+                self._known[plan.stream_key] = after
+        if stopped:  # something unplanned happened: forget the batch's states, read them afresh
             for stream in streams:
                 self._known.pop(stream, None)
-        else:
-            for _, plan, after in planned:
-                if after is not None:
-                    self._known[plan.stream_key] = after
         return results
 
     async def checkpoint(self, group: str, topic: str, partition: int) -> int | None:
@@ -194,39 +201,42 @@ class RedisReadModel:
                 f"cannot apply {event.type} v{event.version} of {event.flag_key!r}: {e}"
             ) from e
 
-    def _plan_many(
-        self, items: Sequence[tuple[Event, Checkpoint]]
-    ) -> list[tuple[ApplyOutcome, ApplyPlan, State | None]]:
-        """Plan records in order from the known states, up to the first gap or refused event."""
+    def _plan_many(self, items: Sequence[tuple[Event, Checkpoint]]) -> list[_Planned]:
+        """Plan records in order from the known states; a partition stops at its first gap or
+        refused event."""
         states = dict(self._known)
-        planned: list[tuple[ApplyOutcome, ApplyPlan, State | None]] = []
-        for event, _ in items:
+        planned: list[_Planned] = []
+        stopped: set[tuple[str, int]] = set()
+        for index, (event, checkpoint) in enumerate(items):
+            partition = (checkpoint.topic, checkpoint.partition)
+            if partition in stopped:
+                continue
             state = states[event.flag_key]
             if state.version >= event.version:
-                planned.append((ApplyOutcome.DUPLICATE, plan_noop(event.flag_key, event.version), None))
+                planned.append(
+                    (index, ApplyOutcome.DUPLICATE, plan_noop(event.flag_key, event.version), None)
+                )
                 continue
-            if state.version != event.version - 1:
-                break
             try:
+                if state.version != event.version - 1:
+                    raise ApplyRejected("gap")
                 plan, after = self._plan(state, event)
             except ApplyRejected:
-                break
-            assert after is not None
+                stopped.add(partition)
+                continue
             states[event.flag_key] = after
-            planned.append((ApplyOutcome.APPLIED, plan, after))
+            planned.append((index, ApplyOutcome.APPLIED, plan, after))
         return planned
 
     async def _run_many(
-        self,
-        planned: list[tuple[ApplyOutcome, ApplyPlan, State | None]],
-        items: Sequence[tuple[Event, Checkpoint]],
+        self, planned: list[_Planned], items: Sequence[tuple[Event, Checkpoint]]
     ) -> list[Any]:
         """EVALSHA each plan in one pipeline; a reply is ``[outcome, stored]`` or the error."""
         sha = self._apply.sha
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for (_, plan, _), (_, checkpoint) in zip(planned, items, strict=False):
-                    keys, args = self._script_args(plan, checkpoint)
+                for index, _, plan, _ in planned:
+                    keys, args = self._script_args(plan, items[index][1])
                     pipe.evalsha(sha, len(keys), *keys, *args)
                 return list(await pipe.execute(raise_on_error=False))
         except (RedisError, OSError) as e:

@@ -141,6 +141,8 @@ def make_producer(
 
 
 FETCH_MAX_WAIT_MS = 25
+SESSION_TIMEOUT_MS = 6_000
+HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def make_consumer(
@@ -159,6 +161,10 @@ def make_consumer(
     the long poll wakes up early and the shorter wait only costs a few more idle fetch requests.
     """
     options.setdefault("fetch_max_wait_ms", FETCH_MAX_WAIT_MS)
+    # tansu completes a group join after half the session timeout (10 s default -> 5 s per join); 6 s is
+    # Apache Kafka's default group.min.session.timeout.ms, and a dead member's partitions move sooner.
+    options.setdefault("session_timeout_ms", SESSION_TIMEOUT_MS)
+    options.setdefault("heartbeat_interval_ms", HEARTBEAT_INTERVAL_MS)
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.envelope import Event
@@ -224,6 +224,7 @@ class RedisReadModel:
             except ApplyRejected:
                 stopped.add(partition)
                 continue
+            assert after is not None
             states[event.flag_key] = after
             planned.append((index, ApplyOutcome.APPLIED, plan, after))
         return planned
@@ -231,16 +232,25 @@ class RedisReadModel:
     async def _run_many(
         self, planned: list[_Planned], items: Sequence[tuple[Event, Checkpoint]]
     ) -> list[Any]:
-        """EVALSHA each plan in one pipeline; a reply is ``[outcome, stored]`` or the error."""
-        sha = self._apply.sha
+        """EVALSHA each plan in one pipeline; a reply is ``[outcome, stored]`` or the error. When Redis
+        does not know the script (a restart), no script ran: load it and run the pipeline again."""
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for index, _, plan, _ in planned:
-                    keys, args = self._script_args(plan, items[index][1])
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                return list(await pipe.execute(raise_on_error=False))
+            replies = await self._pipeline_many(planned, items)
+            if all(isinstance(reply, NoScriptError) for reply in replies):
+                self._apply.sha = await self._client.script_load(self._apply.script)
+                replies = await self._pipeline_many(planned, items)
         except (RedisError, OSError) as e:
             raise ReadModelUnavailable("redis unavailable while applying a batch") from e
+        return replies
+
+    async def _pipeline_many(
+        self, planned: list[_Planned], items: Sequence[tuple[Event, Checkpoint]]
+    ) -> list[Any]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for index, _, plan, _ in planned:
+                keys, args = self._script_args(plan, items[index][1])
+                pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         """The hook a subclass wraps Redis calls in (a breaker, retries); here: just the call."""

@@ -19,18 +19,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from aiokafka import TopicPartition
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from core.envelope import Event
 from events.kafka import make_consumer
-from projections.batch import BatchRecord, fold_and_write
+from projections.batch import ShadowFolder, paused_gc
 from projections.connection import require_text_client
 from projections.errors import PoisonEvent, SwitchRefused
 from projections.keys import Keyspace
@@ -80,8 +79,11 @@ class ShadowRebuild:
             raise ValueError("the shadow namespace must differ from the live one")
         self.topic, self.group = topic, group
         self._swap = client.register_script(load_script("swap.lua"))
-        self._consumer = make_consumer(bootstrap_servers, group_id=None, client_id="flagstream-rebuild")
+        self._consumer = make_consumer(bootstrap_servers, group_id=None, client_id="flagstream-rebuild",
+                                       fetch_max_bytes=64 * 1024 * 1024,
+                                       max_partition_fetch_bytes=16 * 1024 * 1024)
         self._batch, self._idle = batch, idle
+        self._folder = ShadowFolder(self._client, self.shadow, group)
         self.report = RebuildReport()
 
     async def __aenter__(self) -> ShadowRebuild:
@@ -123,6 +125,7 @@ class ShadowRebuild:
         return self.report
 
     async def wipe_shadow(self) -> None:
+        self._folder = ShadowFolder(self._client, self.shadow, self.group)  # its states are gone too
         batch: list[str] = []
         async for key in self._client.scan_iter(self.shadow.all_keys_pattern(), count=_CHUNK):
             batch.append(str(key))
@@ -135,32 +138,48 @@ class ShadowRebuild:
     async def catch_up(self) -> None:
         """Consume until idle and at or beyond the live projector's checkpoints."""
         while True:
+            polled = time.monotonic()
             batches = await self._consumer.getmany(timeout_ms=int(self._idle * 1000), max_records=self._batch)
             for tp, records in batches.items():
                 await self._apply(tp, records)
-            if not batches and await self._at_or_beyond_live():
+            if batches or time.monotonic() - polled < self._idle * 0.9:
+                continue  # records, or an empty answer before the idle period: not idle yet
+            if await self._at_or_beyond_live():
+                await self._folder.flush()
                 return
 
     async def _apply(self, tp: TopicPartition, records: list[Any]) -> None:
-        batch: list[BatchRecord] = []
-        for record in records:
-            try:
-                event = Event.from_json(record.value)
-            except (ValidationError, ValueError) as e:
-                raise _poison("unparseable", tp, record.offset, None, record.value) from e
-            batch.append(BatchRecord(tp.topic, tp.partition, record.offset, event))
-        outcome = await fold_and_write(self._client, self.shadow, self.group, batch)
+        with paused_gc():
+            batch = self._parse(tp, records)
+            outcome = await self._folder.fold(tp.topic, tp.partition, batch)
         self.report.applied += outcome.applied
         self.report.duplicates += outcome.duplicates
         self.report.events += outcome.applied + outcome.duplicates
         if outcome.gap is not None:
+            await self._folder.flush()  # everything before the gap is kept, checkpoint included
             gap = outcome.gap
-            raise _poison("gap", tp, gap.offset, gap.event, gap.event.to_json().encode())
+            raw = next(r.value for r in records if r.offset == gap.offset)
+            raise _poison("gap", tp, gap.offset, gap.fields, raw)
+
+    @staticmethod
+    def _parse(tp: TopicPartition, records: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+        batch: list[tuple[int, dict[str, Any]]] = []
+        for record in records:
+            try:
+                fields = orjson.loads(record.value)
+            except orjson.JSONDecodeError as e:
+                raise _poison("unparseable", tp, record.offset, None, record.value) from e
+            # the rest of the envelope is checked by the fold (a missing field: ApplyRejected)
+            if type(fields) is not dict or "flag_key" not in fields or "version" not in fields:
+                raise _poison("unparseable", tp, record.offset, None, record.value)
+            batch.append((record.offset, fields))
+        return batch
 
     async def _at_or_beyond_live(self) -> bool:
         for live_key, shadow_key in await self._checkpoint_pairs():
-            live, shadow = await self._client.mget(live_key, shadow_key)
-            if int(shadow or 0) < int(live or 0):
+            live, stored = await self._client.mget(live_key, shadow_key)
+            shadow = self._folder.position(shadow_key)  # folded, maybe not written yet
+            if int(stored or 0 if shadow is None else shadow) < int(live or 0):
                 return False
         return True
 
@@ -240,14 +259,15 @@ class ShadowRebuild:
             yield str(key)
 
 
-def _poison(kind: str, tp: TopicPartition, offset: int, event: Event | None, raw: bytes) -> PoisonEvent:
+def _poison(kind: str, tp: TopicPartition, offset: int, fields: Mapping[str, Any] | None,
+            raw: bytes) -> PoisonEvent:
     return PoisonEvent(
         f"{kind} record at {tp.topic}[{tp.partition}]@{offset} during rebuild",
         kind=kind,
         topic=tp.topic,
         partition=tp.partition,
         offset=offset,
-        stream_key=event.flag_key if event else None,
-        version=event.version if event else None,
+        stream_key=fields["flag_key"] if fields else None,
+        version=fields["version"] if fields else None,
         raw=raw,
     )

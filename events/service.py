@@ -141,9 +141,7 @@ class CommandService:
             try:
                 return await self._decide_and_append(command, meta)
             except VersionConflict:
-                stale = self._states.pop(_stream_of(command), None) is not None
-                if stale and attempts == 1:
-                    continue  # decided on a cached state another process had moved on from: decide afresh
+                self._states.pop(_stream_of(command), None)  # whatever we held is behind the store
                 if command.expected_version is not None or attempts >= _MAX_DECIDE_ATTEMPTS:
                     raise
                 log.info("command.retry_after_conflict", attempt=attempts, command=type(command).__name__)
@@ -172,15 +170,6 @@ class CommandService:
 
     async def load_flag(self, key: str, *, to_version: int | None = None) -> FlagState:
         return replay(await self._store.read_stream(key, to_version=to_version), key=key)
-
-    async def _current_flag(self, key: str) -> FlagState:
-        """The flag as this process last wrote or read it; the store's unique (flag_key, version) catches
-        a state another process moved on from (VersionConflict: dropped from the cache, decided again)."""
-        cached = self._states.get(key)
-        if cached is not None:
-            self._states.move_to_end(key)
-            return cached
-        return await self.load_flag(key)
 
     def _remember(self, state: FlagState) -> None:
         if state.version == 0:
@@ -287,13 +276,22 @@ class CommandService:
             drafts = decide_segment(segment_state, command, catalog)
             return segment_state.stream, drafts, segment_state.version, segment_state.last_hash, None
         assert isinstance(command, FlagCommand)
-        state = await self._current_flag(command.flag_key)
-        catalog = await self._flag_catalog(command, state)
-        try:
-            drafts = decide(state, command, catalog)
-        except VersionConflict:
-            self._states.pop(state.key, None)
-            raise
+        cached = self._states.get(command.flag_key)
+        if cached is not None:
+            self._states.move_to_end(command.flag_key)
+            # A cached state may be behind the store (another process wrote since). A decision on it that
+            # conflicts or changes nothing is not trusted: decide again on a fresh load. (One that does
+            # change something is checked by the append's unique (flag_key, version).)
+            try:
+                drafts = decide(cached, command, await self._flag_catalog(command, cached))
+            except VersionConflict:
+                drafts = []
+            if drafts:
+                return cached.key, drafts, cached.version, cached.last_hash, cached
+            self._states.pop(command.flag_key, None)
+        state = await self.load_flag(command.flag_key)
+        drafts = decide(state, command, await self._flag_catalog(command, state))
+        self._remember(state)
         return state.key, drafts, state.version, state.last_hash, state
 
     def _seal_all(

@@ -12,6 +12,7 @@ from core.commands import (
     ArchiveSegment,
     CreateFlag,
     CreateSegment,
+    DisableFlag,
     EnableFlag,
     SetEnvironmentConfig,
     UpdateFlagMetadata,
@@ -199,3 +200,29 @@ async def test_execute__segment_referencing_segment__accepted_and_archive_of_use
 
     with pytest.raises(SegmentInUse):
         await service.execute(ArchiveSegment(segment_key="staff"), META)
+
+
+async def test_execute__cache_behind_another_writer__no_op_and_expected_version_decided_on_fresh_state() -> (
+    None
+):
+    """Given two services on one store (two API processes), when one changes the flag, the other's cached
+    state is behind: a command that looks like a no-op on it, or pins the real version, is decided afresh."""
+    store = InMemoryEventStore()
+    first, _ = _service(store)
+    second, _ = _service(store)
+    await first.execute(CreateFlag(flag=Flag(key="checkout")), META)
+    await first.execute(
+        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config()), META
+    )
+    await second.execute(UpdateFlagMetadata(flag_key="checkout", name="cached in second"), META)  # v3
+    await first.execute(DisableFlag(flag_key="checkout", environment="production"), META)  # v4 by first
+
+    enabled = await second.execute(EnableFlag(flag_key="checkout", environment="production"), META)
+    renamed = await second.execute(
+        UpdateFlagMetadata(flag_key="checkout", name="x", expected_version=5), META
+    )
+
+    assert enabled.version == 5 and enabled.events
+    assert renamed.version == 6
+    state = await first.load_flag("checkout")
+    assert state.flag is not None and state.flag.environments["production"].enabled is True

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -80,8 +81,8 @@ class ShadowRebuild:
         self.topic, self.group = topic, group
         self._swap = client.register_script(load_script("swap.lua"))
         self._consumer = make_consumer(bootstrap_servers, group_id=None, client_id="flagstream-rebuild",
-                                       fetch_max_bytes=64 * 1024 * 1024,
-                                       max_partition_fetch_bytes=16 * 1024 * 1024)
+                                       fetch_max_bytes=16 * 1024 * 1024,
+                                       max_partition_fetch_bytes=2 * 1024 * 1024)
         self._batch, self._idle = batch, idle
         self._folder = ShadowFolder(self._client, self.shadow, group)
         self.report = RebuildReport()
@@ -137,6 +138,12 @@ class ShadowRebuild:
 
     async def catch_up(self) -> None:
         """Consume until idle and at or beyond the live projector's checkpoints."""
+        try:
+            await self._consume_until_caught_up()
+        finally:
+            gc.unfreeze()  # see projections.batch.paused_gc
+
+    async def _consume_until_caught_up(self) -> None:
         while True:
             polled = time.monotonic()
             batches = await self._consumer.getmany(timeout_ms=int(self._idle * 1000), max_records=self._batch)

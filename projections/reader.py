@@ -44,6 +44,7 @@ __all__ = ["EnvironmentReader"]
 
 _log = structlog.get_logger("projections.reader")
 _NOTICE_GRACE = 0.05  # seconds a notice may take to arrive after its revision is visible
+_MAX_COALESCED = 1_000  # notices applied together, at most
 _FULL_RECOMPILE_AFTER = 16  # more changed flags than this in one resync: compile the environment afresh
 
 
@@ -184,8 +185,15 @@ class EnvironmentReader:
         assert self._pubsub is not None
         wait = max(self._next_poll - time.monotonic(), 0.0)
         message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+        notices: list[tuple[str, str]] = []
+        while message is not None and len(notices) < _MAX_COALESCED:
+            if message.get("type") == "message":
+                notices.append((str(message["channel"]), str(message["data"])))
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
         if message is not None and message.get("type") == "message":
-            await self._on_notice(str(message["channel"]), str(message["data"]))
+            notices.append((str(message["channel"]), str(message["data"])))
+        if notices:
+            await self._on_notices(notices)
         if time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + await self._poll()
 
@@ -215,42 +223,56 @@ class EnvironmentReader:
         await self._resync()
         return self._poll_interval
 
-    async def _on_notice(self, channel: str, data: str) -> None:
-        try:
-            notice: dict[str, Any] = json.loads(data)
-        except ValueError:
-            _log.warning("reader.bad_notice", environment=self.environment, channel=channel)
+    async def _on_notices(self, notices: list[tuple[str, str]]) -> None:
+        """Apply a burst of notices at once: the flags and segments they name are re-read in one
+        round trip and only those are recompiled. A notice that skips a revision, or a reload
+        notice, resyncs instead (once for the whole burst)."""
+        flags: dict[str, None] = {}
+        segments: dict[str, None] = {}
+        rev, segments_rev, resync = self._rev, self._segments_rev, False
+        for channel, data in notices:
+            try:
+                notice: dict[str, Any] = json.loads(data)
+            except ValueError:
+                _log.warning("reader.bad_notice", environment=self.environment, channel=channel)
+                continue
+            number = int(notice.get("rev", 0))
+            is_segment = channel == self.keys.segments_channel
+            key = notice.get("segment_key" if is_segment else "flag_key")
+            known = segments_rev if is_segment else rev
+            if notice.get("reload") or number > known + 1 or not isinstance(key, str):
+                resync = True
+            elif number == known + 1 and is_segment:
+                segments[key], segments_rev = None, number
+            elif number == known + 1:
+                flags[key], rev = None, number
+        if resync:
+            await self._resync()
             return
-        rev = int(notice.get("rev", 0))
-        if notice.get("reload"):
-            await self._resync()
-        elif channel == self.keys.segments_channel:
-            if rev > self._segments_rev + 1 or not isinstance(notice.get("segment_key"), str):
-                await self._resync()
-            elif rev == self._segments_rev + 1:
-                await self._refresh_segment(notice["segment_key"])
-                self._segments_rev = rev
-        elif rev > self._rev + 1 or not isinstance(notice.get("flag_key"), str):
-            await self._resync()
-        elif rev == self._rev + 1:
-            await self._refresh_flag(notice["flag_key"])
-            self._rev = rev
+        await self._refresh(list(flags), list(segments))
+        self._rev, self._segments_rev = rev, segments_rev
 
-    async def _refresh_flag(self, flag_key: str) -> None:
-        raw = await self._client.hget(self.keys.env_flags(self.environment), flag_key)
-        if raw is None:
-            self._apply_flag_docs({}, removed=[flag_key])
-        else:
-            self._apply_flag_docs({flag_key: str(raw)}, removed=[])
-
-    async def _refresh_segment(self, segment_key: str) -> None:
-        raw = await self._client.hget(self.keys.segments, segment_key)
-        raws = dict(self._raw_segments)
-        if raw is None:
-            raws.pop(segment_key, None)
-        else:
-            raws[segment_key] = str(raw)
-        self._apply_segments(raws)
+    async def _refresh(self, flag_keys: list[str], segment_keys: list[str]) -> None:
+        if not flag_keys and not segment_keys:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            if segment_keys:
+                pipe.hmget(self.keys.segments, segment_keys)
+            if flag_keys:
+                pipe.hmget(self.keys.env_flags(self.environment), flag_keys)
+            replies = list(await pipe.execute())
+        if segment_keys:
+            raws = dict(self._raw_segments)
+            for key, raw in zip(segment_keys, replies.pop(0), strict=True):
+                if raw is None:
+                    raws.pop(key, None)
+                else:
+                    raws[key] = str(raw)
+            self._apply_segments(raws)
+        if flag_keys:
+            docs = dict(zip(flag_keys, replies.pop(0), strict=True))
+            changed = {key: str(raw) for key, raw in docs.items() if raw is not None}
+            self._apply_flag_docs(changed, removed=[key for key, raw in docs.items() if raw is None])
 
     async def _resync(self) -> None:
         """Read revision + hash atomically (MULTI), then apply what differs from the snapshot."""

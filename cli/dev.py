@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 import typer
 
+from monitoring.logging import configure_logging
 from runtime.devstack import Stack, StackError, read_status, read_urls, stop_recorded, write_state
 from runtime.settings import SettingsError, load_settings
 
@@ -34,11 +34,7 @@ DataDirOption = Annotated[
 @app.callback()
 def configure() -> None:
     """Send logs to stderr: stdout carries only the ``export`` lines and the status table."""
-    structlog.configure(logger_factory=_print_to_stderr)
-
-
-def _print_to_stderr(*args: object) -> structlog.PrintLogger:
-    return structlog.PrintLogger(sys.stderr)  # looked up at each use: stderr may be swapped (tests)
+    configure_logging("INFO", json=False, stream=sys.stderr)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

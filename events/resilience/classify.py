@@ -112,6 +112,9 @@ def _classify_redis(exc: BaseException) -> Classification | None:
     return "permanent"  # script errors, wrong types, NOPERM, EXECABORT, client-side DataError
 
 
+_BROKEN_PROTOCOL_STATE = "another operation"
+
+
 def _classify_postgres(exc: BaseException) -> Classification | None:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = str(getattr(exc, "sqlstate", "") or "")
@@ -122,6 +125,10 @@ def _classify_postgres(exc: BaseException) -> Classification | None:
         return "retriable"
     if type(exc) is asyncpg.InterfaceError:
         return "retriable"  # "connection is closed", "pool is closing": the connection's state
+    if isinstance(exc, pg_errors.InternalClientError) and _BROKEN_PROTOCOL_STATE in str(exc):
+        # "cannot switch to state N; another operation (M) is in progress": the server went away
+        # mid-operation (seen at COMMIT while Postgres restarts) — the connection's state, not ours
+        return "retriable"
     if isinstance(exc, asyncpg.InterfaceError | pg_errors.InternalClientError):
         return "permanent"  # client configuration, unsupported features
     return None

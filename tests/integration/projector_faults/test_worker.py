@@ -84,7 +84,7 @@ def test_projector_worker__poison_parked_metrics_served__sigterm_exits_zero_with
     try:
         expected_b = replay(scenario.b).model_dump_json()
         _wait_for(lambda: client.get("fs:state:b") == expected_b, 40, "flag b projected")
-        _wait_for(lambda: len(_parked(fresh_database)) == 3, 20, "three projector dead letters")
+        _wait_for(lambda: len(_parked(fresh_database)) == 3, 60, "three projector dead letters")
         assert _parked(fresh_database) == {
             ("a", 3, "UnsupportedSchemaVersion"),
             ("a", 4, "WaitingBehindDeadLetter"),

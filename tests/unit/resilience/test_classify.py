@@ -41,6 +41,7 @@ RETRIABLE: list[BaseException] = [
     # asyncpg
     pg_errors.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
     pg_errors.CannotConnectNowError("the database system is starting up"),
+    pg_errors.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
     asyncpg.PostgresConnectionError("connection failure"),
     pg_errors.TooManyConnectionsError("sorry, too many clients already"),
     pg_errors.AdminShutdownError("terminating connection due to administrator command"),

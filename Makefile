@@ -19,8 +19,9 @@ run: $(STAMP)
 	$(BIN)/flagstream run
 
 ## The whole test suite, on real Kafka (tansu), Redis and Postgres, with the coverage gate.
+## Two workers (one per core), each with its own servers; a file's tests stay on one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile \
 	  --cov --cov-report=term --cov-report=xml:.coverage.xml --cov-fail-under=85
 	$(BIN)/python -m coverage report --include='core/*' --fail-under=95 >/dev/null
 

@@ -19,7 +19,11 @@ How much of the log is read:
 Memory stays flat in the log's length: per flag only its rare flag-level events (created,
 metadata, archive, restore), the last change of the wanted environment and a few counters are
 kept; segment streams (few) are kept whole. The state is materialised at the end with
-:func:`core.evolve.evolve` itself, so the semantics are the core's, not a copy of them.
+:mod:`core.fastfold` (the core's fold of parsed events, property-tested equal to
+:func:`core.evolve.replay`), validated into a :class:`FlagState` once per flag.
+
+Streams that are not flags or segments (``incident:``, ``ops:``, ``alert:``: see the stream-prefix
+table of docs/architecture.md) share the topic and are skipped.
 """
 
 from __future__ import annotations
@@ -34,10 +38,18 @@ from typing import Any
 
 import orjson
 
-from core.envelope import SEGMENT_STREAM_PREFIX, Event, format_instant
+from core.alerts import ALERT_STREAM_PREFIX, INCIDENT_STREAM_PREFIX
+from core.envelope import SEGMENT_STREAM_PREFIX, format_instant
 from core.evaluation import EvaluationResult, compile_environment
 from core.events import EventType
-from core.evolve import evolve, replay_segment
+from core.fastfold import (
+    ENVIRONMENT_EVENT_TYPES,
+    empty_flag_state,
+    flag_state,
+    fold_flag,
+    fold_segment_events,
+    segment_state,
+)
 from core.model import Segment
 from core.state import FlagState
 from events.audit.stream import (
@@ -47,14 +59,11 @@ from events.audit.stream import (
     read_batches,
     topic_partitions,
 )
+from events.operations import OPS_STREAM_PREFIX
 
 __all__ = ["EnvironmentSnapshot", "environment_as_of", "evaluate_as_of", "flag_as_of"]
 
-_ENVIRONMENT_TYPES = frozenset({
-    EventType.ENVIRONMENT_CONFIGURED, EventType.FLAG_ENABLED, EventType.FLAG_DISABLED,
-    EventType.ROLLOUT_CHANGED, EventType.RULES_CHANGED, EventType.TARGETS_CHANGED,
-    EventType.FLAG_ROLLED_BACK,
-})
+_NOT_FLAG_PREFIXES = (INCIDENT_STREAM_PREFIX, OPS_STREAM_PREFIX, ALERT_STREAM_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +83,21 @@ def _parse_instant(raw: str) -> datetime:
 
 async def flag_as_of(settings: StreamSettings, flag_key: str, instant: datetime) -> FlagState:
     """The full state of one flag at ``instant`` (version 0 when it did not exist yet)."""
-    state = FlagState(key=flag_key)
+    state = empty_flag_state(flag_key)
     known = await topic_partitions(settings)
     if not known:
-        return state
-    wanted = flag_key.encode("utf-8")
+        return flag_state(state)
+    wanted, instant_text = flag_key.encode("utf-8"), format_instant(instant)
     async for batch in read_batches(settings, partitions=[partition_for_key(flag_key, known)]):
         for record in batch:
             if record.key != wanted:
                 continue
-            event = record.event()
-            if event.occurred_at > instant:
-                return state
-            if event.version == state.version + 1:
-                state = evolve(state, event)
-    return state
+            fields = orjson.loads(record.value)
+            if fields["occurred_at"] > instant_text:  # canonical instants: text order is time order
+                return flag_state(state)
+            if fields["version"] == state["version"] + 1:
+                state = fold_flag(state, fields)
+    return flag_state(state)
 
 
 @dataclass(slots=True)
@@ -122,6 +131,8 @@ class _Collector:
         if key.startswith(SEGMENT_STREAM_PREFIX):
             self._add_segment(key, raw, fields)
             return
+        if key.startswith(_NOT_FLAG_PREFIXES):
+            return  # incidents, operator actions, alerts: no flag state to fold
         if self.only is not None and key not in self.only:
             return
         track = self.flags.setdefault(key, _Track())
@@ -130,7 +141,7 @@ class _Collector:
         track.version, track.last_hash = fields["version"], fields["hash"]
         track.occurred_at = fields["occurred_at"]
         kind = fields["type"]
-        if kind in _ENVIRONMENT_TYPES:
+        if kind in ENVIRONMENT_EVENT_TYPES:
             if fields.get("environment") == self.environment:
                 track.env_event = raw
         elif kind != EventType.ROLLBACK_SKIPPED:
@@ -143,24 +154,23 @@ class _Collector:
 
 
 def _materialise(key: str, track: _Track, environment: str) -> FlagState:
-    """The flag restricted to ``environment``, folded with the core's ``evolve``."""
+    """The flag restricted to ``environment``: its kept events folded, validated once."""
     raws = list(track.kept)
     if track.env_event is not None:
         raws.append(track.env_event)
-    events = sorted((Event.from_json(r) for r in raws), key=lambda e: e.version)
-    state = FlagState(key=key)
-    for event in events:
-        state = evolve(state.model_copy(update={"version": event.version - 1}), event)
-    env_version = state.env_versions.get(environment)
-    flag = state.flag
+    state = empty_flag_state(key)
+    for fields in sorted((orjson.loads(r) for r in raws), key=lambda f: int(f["version"])):
+        state = fold_flag({**state, "version": fields["version"] - 1}, fields)  # the skipped ones
+    env_version = state["env_versions"].get(environment)
+    flag = state["flag"]
     if flag is not None:
-        kept = {environment: flag.environments[environment]} if environment in flag.environments else {}
-        flag = flag.model_copy(update={"environments": kept})
-    return FlagState(
-        key=key, version=track.version, last_hash=track.last_hash, flag=flag,
-        env_versions={} if env_version is None else {environment: env_version},
-        updated_at=_parse_instant(track.occurred_at),
-    )
+        kept = {environment: flag["environments"][environment]} if environment in flag["environments"] else {}
+        flag = {**flag, "environments": kept}
+    return flag_state({
+        "key": key, "version": track.version, "last_hash": track.last_hash, "flag": flag,
+        "env_versions": {} if env_version is None else {environment: env_version},
+        "updated_at": track.occurred_at,
+    })
 
 
 async def environment_as_of(
@@ -192,7 +202,7 @@ async def environment_as_of(
     segments: dict[str, Segment] = {}
     for stream, raws in ((k, v) for part in parts for k, v in part.segments.items()):
         key = stream.removeprefix(SEGMENT_STREAM_PREFIX)
-        segment = replay_segment((Event.from_json(r) for r in raws), key)
+        segment = segment_state(fold_segment_events((orjson.loads(r) for r in raws), key))
         if segment.segment is not None:
             segments[segment.key] = segment.segment
     return EnvironmentSnapshot(environment, instant, states, segments, sum(p.events for p in parts))

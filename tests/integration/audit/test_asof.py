@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
 
+from core.envelope import GENESIS_HASH, Event, EventDraft, seal
 from events.audit import StreamSettings, environment_as_of, evaluate_as_of, flag_as_of
 from tests.integration.audit.support import T0, apply_commands, checkout_story, create_topic, produce
 
@@ -75,3 +77,25 @@ async def test_environment_as_of__two_worker_processes__same_snapshot(
     two = await environment_as_of(settings, "production", _INSTANTS[1], workers=2)
 
     assert two.flags == one.flags and two.events_read == one.events_read == 8
+
+
+def _other_stream_event(stream: str, event_type: str) -> Event:
+    draft = EventDraft(type=event_type, payload={"note": "not a flag"})
+    return seal(draft, event_id=uuid.uuid4(), flag_key=stream, version=1, prev_hash=GENESIS_HASH,
+                occurred_at=T0 + timedelta(minutes=1), actor="ops")
+
+
+async def test_environment_as_of__incident_ops_and_alert_streams_in_topic__skipped(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    states = await _topic_with_story(kafka_bootstrap, unique_topic)
+    others = [_other_stream_event("ops:dead-letters", "DeadLetterPurged"),
+              _other_stream_event("incident:i-1", "IncidentRecorded"),
+              _other_stream_event("alert:fp-1", "MetricAlertFired")]
+    await produce(kafka_bootstrap, unique_topic, others)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+
+    snapshot = await environment_as_of(settings, "production", _INSTANTS[2])
+
+    assert set(snapshot.flags) == {"new-checkout", "other-flag"}
+    assert snapshot.flags["new-checkout"].version == states[2].version

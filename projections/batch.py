@@ -46,6 +46,7 @@ from core.fastfold import (
     fold_segment,
     segment_state,
 )
+from projections.deadletters import is_projected_stream
 from projections.documents import encode_env_doc, encode_segment_doc, is_segment_stream, plan_flag_apply
 from projections.errors import ApplyRejected, ReadModelUnavailable
 from projections.keys import Keyspace
@@ -90,6 +91,7 @@ class Gap:
 class BatchOutcome:
     applied: int = 0
     duplicates: int = 0
+    skipped: int = 0  # records of streams the read model does not project
     gap: Gap | None = None
 
 
@@ -120,17 +122,19 @@ class ShadowFolder:
     async def fold(self, topic: str, partition: int, records: Sequence[tuple[int, Mapping[str, Any]]]
                    ) -> BatchOutcome:
         """Fold ``(offset, parsed envelope)`` records of one partition, in log order; stop at a gap."""
-        await self._load_states({fields["flag_key"] for _, fields in records})
+        await self._load_states({f["flag_key"] for _, f in records if is_projected_stream(f["flag_key"])})
         checkpoint = self._keys.checkpoint(self._group, topic, partition)
         outcome = BatchOutcome()
         pending, states, fold_one = self._pending, self._states, self._fold_one
         mark_changed = pending.changed.add
-        applied = duplicates = 0
+        applied = duplicates = skipped = 0
         position: int | None = None
         for offset, fields in records:
             stream, version = fields["flag_key"], fields["version"]
-            state = states[stream]
-            if version <= state["version"]:
+            state = states.get(stream)
+            if state is None:  # incident:, ops:, alert: streams: not projected, checkpoint moves on
+                skipped += 1
+            elif version <= state["version"]:
                 duplicates += 1
             elif version > state["version"] + 1:
                 outcome.gap = Gap(offset, fields)
@@ -140,8 +144,8 @@ class ShadowFolder:
                 mark_changed(stream)
                 applied += 1
             position = offset + 1
-        outcome.applied, outcome.duplicates = applied, duplicates
-        pending.events += applied + duplicates
+        outcome.applied, outcome.duplicates, outcome.skipped = applied, duplicates, skipped
+        pending.events += applied + duplicates + skipped
         if position is not None:
             pending.checkpoints[checkpoint] = self._positions[checkpoint] = position
         if len(pending.changed) >= self._flush_streams or pending.events >= self._flush_events:

@@ -49,6 +49,7 @@ class RebuildReport:
     events: int = 0
     applied: int = 0
     duplicates: int = 0
+    skipped: int = 0
     seconds: float = 0.0
     switched: bool = False
     drift: list[str] = field(default_factory=list)
@@ -161,7 +162,8 @@ class ShadowRebuild:
             outcome = await self._folder.fold(tp.topic, tp.partition, batch)
         self.report.applied += outcome.applied
         self.report.duplicates += outcome.duplicates
-        self.report.events += outcome.applied + outcome.duplicates
+        self.report.skipped += outcome.skipped
+        self.report.events += outcome.applied + outcome.duplicates + outcome.skipped
         if outcome.gap is not None:
             await self._folder.flush()  # everything before the gap is kept, checkpoint included
             gap = outcome.gap

@@ -3,7 +3,10 @@
 - On assignment each partition is sought to the checkpoint stored in Redis (written atomically
   with the projection), or to the beginning when Redis has none: a wiped Redis rebuilds itself.
 - Records are applied in order through the Lua compare-and-set; a duplicate or a replay changes
-  nothing. Kafka offsets are committed too, best effort, after Redis has the change (lag
+  nothing. Plain records (events of projected, unblocked streams) go to Redis many at a time:
+  every partition's run in one pipeline per batch (:meth:`RedisReadModel.apply_many`); a record
+  whose outcome was not the planned one, and every other record, goes one at a time.
+- Kafka offsets are committed too, best effort, after Redis has the change (lag
   visibility only: the Redis checkpoint is the truth).
 - Every apply carries a checkpoint *floor* (what the projector believes Redis holds); when Redis
   answers "behind" (it lost data) the partition is rewound to Redis's checkpoint.
@@ -34,6 +37,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
 from core.envelope import Event
+from events.errors import StoreUnavailable
 from events.kafka import make_consumer
 from monitoring import metrics
 from projections.deadletters import ProjectorDeadLetters, is_projected_stream
@@ -151,7 +155,7 @@ class Projector:
             for tp, records in batches.items():
                 await self._apply_partition(tp, records, parsed[tp], done[tp])
                 finished.add(tp)
-        except ReadModelUnavailable:
+        except Exception:  # Redis unavailable, or a poison record without a dead-letter queue
             for tp, records in batches.items():  # fetched but not applied: fetch them again
                 if tp not in finished and len(done[tp]) < len(records):
                     self._consumer.seek(tp, records[len(done[tp])].offset)
@@ -217,10 +221,19 @@ class Projector:
             event = parsed[end]
             if not isinstance(event, Event) or not is_projected_stream(event.flag_key):
                 break
-            if self._dead_letters is not None and await self._dead_letters.gate.is_blocked(event.flag_key):
+            if self._dead_letters is not None and not await self._is_unblocked(event.flag_key):
                 break
             end += 1
         return end - start
+
+    async def _is_unblocked(self, flag_key: str) -> bool:
+        """The dead-letter gate lets ``flag_key`` through (not known: the record goes one at a time,
+        where :meth:`ProjectorDeadLetters.screen` decides and reports a store outage)."""
+        assert self._dead_letters is not None
+        try:
+            return not await self._dead_letters.gate.is_blocked(flag_key)
+        except StoreUnavailable:
+            return False
 
     async def _apply_run(
         self,

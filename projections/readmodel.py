@@ -3,6 +3,7 @@
 Python folds the event into the stored state (``core.evolve``); ``lua/apply.lua`` writes the new
 state, the environment documents, the revision counters, the change notices and the projector
 checkpoint in one atomic step, only if the stored version is still the one the event follows.
+:meth:`RedisReadModel.apply_many` runs many such scripts, planned ahead, in one round trip.
 """
 
 from __future__ import annotations

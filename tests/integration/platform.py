@@ -86,6 +86,17 @@ class Platform:
         return records
 
 
+async def _until_assigned(projector: Projector, within: float = 30.0) -> None:
+    """Hand the platform out only once the projector owns its partitions (a group join takes seconds):
+    otherwise the first ``?wait=projected`` of a module can time out on the join, not on the projection."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not projector._consumer.assignment():  # the test harness reads the consumer's state
+        if loop.time() > deadline:
+            raise TimeoutError(f"projector had no partitions after {within}s")
+        await asyncio.sleep(0.05)  # polling the join's outcome, bounded by the deadline
+
+
 @contextlib.asynccontextmanager
 async def module_database(database_url: str) -> AsyncIterator[str]:
     """A new database on the session server for a group of tests (dropped afterwards)."""
@@ -168,6 +179,7 @@ async def start_platform(
                 await projector.start()
                 platform.tasks.append(asyncio.create_task(relay.run(platform.stop)))
                 platform.tasks.append(asyncio.create_task(projector.run(platform.stop, poll_timeout=0.05)))
+                await _until_assigned(projector)
             try:
                 yield platform
             finally:

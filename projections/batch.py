@@ -34,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.envelope import Event
+from core.envelope import Event, canonical_json
 from core.errors import FlagstreamError
 from core.events import EventType
 from core.fastfold import (
@@ -47,7 +47,7 @@ from core.fastfold import (
     segment_state,
 )
 from projections.deadletters import is_projected_stream
-from projections.documents import encode_env_doc, encode_segment_doc, is_segment_stream, plan_flag_apply
+from projections.documents import encode_segment_doc, is_segment_stream, plan_flag_apply
 from projections.errors import ApplyRejected, ReadModelUnavailable
 from projections.keys import Keyspace
 
@@ -226,15 +226,22 @@ class ShadowFolder:
                 continue
             flag = flag_state(folded)
             states[keys.state(stream)] = flag.model_dump_json()
+            dumped = None if flag.flag is None else flag.flag.model_dump(mode="json", by_alias=True)
             for env, version in pending.docs.get(stream, {}).items():
                 revs.add(keys.env_rev(env))
                 environments.add(env)
-                if version is None or flag.flag is None:
+                if version is None or dumped is None:
                     deletes.setdefault(keys.env_flags(env), []).append(stream)
                 else:
-                    doc = encode_env_doc(flag.flag, env, version)
+                    doc = _env_doc(dumped, env, version)
                     hashes.setdefault(keys.env_flags(env), {})[stream] = doc
         await _execute(self._client, keys, states, hashes, deletes, revs, environments, pending.checkpoints)
+
+
+def _env_doc(dumped_flag: dict[str, Any], environment: str, version: int) -> str:
+    """``encode_env_doc`` from the flag's dump (taken once for all its environments): same text."""
+    sliced = {**dumped_flag, "environments": {environment: dumped_flag["environments"][environment]}}
+    return canonical_json({"version": version, "flag": sliced})
 
 
 def _environment(environment: str | None) -> str:

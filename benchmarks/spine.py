@@ -172,6 +172,19 @@ class SpineRun:
         print(f"  2xx -> projector's change notice: {_ms(to_notice)}; notice -> reader: {_ms(to_reader)}")
 
 
+async def _warm_up(client: httpx.AsyncClient, reader: EnvironmentReader, flags: list[str]) -> None:
+    """Configure every flag once and wait until the reader shows them all: the measurement starts with
+    the projector's consumer group joined (a join takes seconds on tansu) and every path warm."""
+    for key in flags:
+        response = await client.put(f"/api/v1/flags/{key}/environments/production", json=_config(50))
+        assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 60
+    while any(reader.version_of(key) is None for key in flags):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the reader did not show every flag within 60 s")
+        await asyncio.sleep(0.05)  # polling the reader's snapshot, bounded
+
+
 async def _report_relay_lag(bootstrap: str, at_least: int) -> None:
     """The relay's share: append (occurred_at) -> Kafka (record timestamp)."""
     from aiokafka import AIOKafkaConsumer
@@ -229,6 +242,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
                 assert response.status_code in (201, 409), response.text
             reader = EnvironmentReader(redis, "production")
             await reader.start()
+            await _warm_up(client, reader, flags)
             run = SpineRun(client, reader, redis, flags, args.concurrency, args.seconds)
             run.report(await run.run())
             await reader.stop()

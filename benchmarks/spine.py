@@ -117,7 +117,9 @@ class SpineRun:
                 self.errors += 1
                 continue
             self.latencies.append(done - started)
-            self.acked_at[(key, response.json()["version"])] = done
+            body = response.json()
+            if body["changed"]:  # a no-op (same config again) answers with a version already visible
+                self.acked_at[(key, body["version"])] = done
 
     async def watch(self) -> None:
         """A version counts as visible when the reader first shows it *or a later one*."""

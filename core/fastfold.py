@@ -104,7 +104,11 @@ def fold_flag(state: State, event: Mapping[str, Any]) -> State:
         environment = event["environment"]
         if environment is None:
             raise MalformedEvent(f"{kind} v{version} has no environment")
-        flag = {**flag, "environments": {**flag["environments"], environment: _payload_item(event, "config")}}
+        try:
+            config = event["payload"]["config"]
+        except (KeyError, TypeError) as e:
+            raise MalformedEvent(f"{kind} v{version} has no 'config' in its payload") from e
+        flag = {**flag, "environments": {**flag["environments"], environment: config}}
         env_versions = {**env_versions, environment: version}
     elif kind == _METADATA:
         changes = _payload_item(event, "changes")

@@ -34,7 +34,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.envelope import Event, canonical_json
+from core.envelope import SEGMENT_STREAM_PREFIX, Event, canonical_json
 from core.errors import FlagstreamError
 from core.events import EventType
 from core.fastfold import (
@@ -122,7 +122,7 @@ class ShadowFolder:
     async def fold(self, topic: str, partition: int, records: Sequence[tuple[int, Mapping[str, Any]]]
                    ) -> BatchOutcome:
         """Fold ``(offset, parsed envelope)`` records of one partition, in log order; stop at a gap."""
-        await self._load_states({f["flag_key"] for _, f in records if is_projected_stream(f["flag_key"])})
+        await self._load_states({fields["flag_key"] for _, fields in records})
         checkpoint = self._keys.checkpoint(self._group, topic, partition)
         outcome = BatchOutcome()
         pending, states, fold_one = self._pending, self._states, self._fold_one
@@ -167,7 +167,7 @@ class ShadowFolder:
 
     def _fold_one(self, stream: str, state: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            if is_segment_stream(stream):
+            if stream.startswith(SEGMENT_STREAM_PREFIX):
                 return fold_segment(state, fields)
             after = fold_flag(state, fields)
             self._touch(stream, state, after, fields)
@@ -181,9 +181,9 @@ class ShadowFolder:
         """Record which environment documents ``fields`` writes (or deletes), as ``plan_flag_apply``."""
         docs = self._pending.docs.setdefault(stream, {})
         kind, version, fast = fields["type"], fields["version"], fields["schema_version"] == 1
-        if kind in ENVIRONMENT_EVENT_TYPES and fast:
+        if fast and kind in ENVIRONMENT_EVENT_TYPES:
             docs[fields["environment"]] = version  # only that environment's config can change
-        elif kind == _CREATED and fast:
+        elif fast and kind == _CREATED:
             docs.update(dict.fromkeys(after["flag"]["environments"], version))
         elif kind == _SKIPPED and fields["schema_version"] == 2:
             if fields["environment"] in after["flag"]["environments"]:
@@ -195,7 +195,7 @@ class ShadowFolder:
                 docs[_environment(write.environment)] = version if write.doc is not None else None
 
     async def _load_states(self, streams: Iterable[str]) -> None:
-        missing = sorted(s for s in streams if s not in self._states)
+        missing = sorted(s for s in streams if s not in self._states and is_projected_stream(s))
         for start in range(0, len(missing), _CHUNK):
             chunk = missing[start : start + _CHUNK]
             try:

@@ -57,6 +57,7 @@ from events.audit.stream import (
     offsets_after,
     partition_for_key,
     read_batches,
+    read_values,
     topic_partitions,
 )
 from events.operations import OPS_STREAM_PREFIX
@@ -219,9 +220,10 @@ async def _collect_partitions(settings: StreamSettings, environment: str, instan
                               only: frozenset[str] | None, partitions: list[int] | None,
                               stops: dict[int, int] | None) -> _Part:
     collector = _Collector(environment, instant, only)
-    async for batch in read_batches(settings, partitions=partitions, stop_offsets=stops):
-        for record in batch:
-            collector.add(record.value, orjson.loads(record.value))
+    add, loads = collector.add, orjson.loads
+    async for values in read_values(settings, partitions=partitions, stop_offsets=stops):
+        for raw in values:
+            add(raw, loads(raw))
     states = {k: _materialise(k, t, environment) for k, t in collector.flags.items()}
     return _Part(states, collector.segments, collector.events)
 

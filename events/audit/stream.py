@@ -20,10 +20,10 @@ event that occurred before t may be published after t (relay backlog while Kafka
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -42,12 +42,17 @@ __all__ = [
     "partition_for_key",
     "read_batches",
     "read_events",
+    "read_values",
     "topic_partitions",
 ]
 
 log = structlog.get_logger(__name__)
 
 _MAX_STALLED_ROUNDS = 10
+_T = TypeVar("_T")
+# (fetched records, stop offsets, partitions still to read) -> the batch to yield
+_Collect = Callable[[Mapping[TopicPartition, list[Any]], Mapping[int, int], set[TopicPartition]], list[_T]]
+
 
 
 class AuditLogUnavailable(FlagstreamError):
@@ -146,6 +151,30 @@ async def read_batches(
     ``since`` starts each partition at ``offsets_for_times(since)``; ``start_offsets`` (partition ->
     offset) overrides it; ``stop_offsets`` (partition -> offset, exclusive) ends a partition early.
     """
+    async for batch in _read(settings, since, partitions, start_offsets, stop_offsets, _collect):
+        yield batch
+
+
+async def read_values(
+    settings: StreamSettings,
+    *,
+    partitions: Collection[int] | None = None,
+    stop_offsets: Mapping[int, int] | None = None,
+) -> AsyncIterator[list[bytes]]:
+    """:func:`read_batches` reduced to the records' values (no :class:`LogRecord` built per record:
+    a full scan that needs only the bodies, such as the as-of of an environment, saves ~1.5 us each)."""
+    async for batch in _read(settings, None, partitions, None, stop_offsets, _collect_values):
+        yield batch
+
+
+async def _read(
+    settings: StreamSettings,
+    since: datetime | None,
+    partitions: Collection[int] | None,
+    start_offsets: Mapping[int, int] | None,
+    stop_offsets: Mapping[int, int] | None,
+    collect: _Collect[_T],
+) -> AsyncIterator[list[_T]]:
     consumer = _make_consumer(settings)
     try:
         await consumer.start()
@@ -157,7 +186,7 @@ async def read_batches(
         tps = [TopicPartition(settings.topic, p) for p in chosen]
         consumer.assign(tps)
         await _seek_starts(consumer, tps, since, start_offsets or {})
-        async for batch in _poll_until_caught_up(consumer, settings, tps, stop_offsets or {}):
+        async for batch in _poll_until_caught_up(consumer, settings, tps, stop_offsets or {}, collect):
             yield batch
     except KafkaError as e:
         raise AuditLogUnavailable(f"cannot read topic {settings.topic!r}") from e
@@ -194,7 +223,8 @@ async def _poll_until_caught_up(
     settings: StreamSettings,
     tps: list[TopicPartition],
     stop_offsets: Mapping[int, int],
-) -> AsyncIterator[list[LogRecord]]:
+    collect: _Collect[_T],
+) -> AsyncIterator[list[_T]]:
     remaining = set(tps)
     for tp in tps:
         if tp.partition in stop_offsets and await consumer.position(tp) >= stop_offsets[tp.partition]:
@@ -204,7 +234,7 @@ async def _poll_until_caught_up(
     while remaining:
         fetched = await consumer.getmany(*remaining, timeout_ms=settings.poll_ms,
                                          max_records=settings.batch_size)
-        batch = _collect(fetched, stop_offsets, remaining)
+        batch = collect(fetched, stop_offsets, remaining)
         if batch:
             idle_since = time.monotonic()
             stalled_rounds = 0
@@ -232,6 +262,20 @@ def _collect(fetched: Mapping[TopicPartition, list[Any]], stop_offsets: Mapping[
                 break
             batch.append(LogRecord(tp.partition, r.offset, r.timestamp, r.key, r.value))
         if stop is not None and records and records[-1].offset + 1 >= stop:
+            remaining.discard(tp)
+    return batch
+
+
+def _collect_values(fetched: Mapping[TopicPartition, list[Any]], stop_offsets: Mapping[int, int],
+                    remaining: set[TopicPartition]) -> list[bytes]:
+    batch: list[bytes] = []
+    for tp, records in fetched.items():
+        stop = stop_offsets.get(tp.partition)
+        if stop is None:
+            batch.extend([r.value for r in records])
+            continue
+        batch.extend([r.value for r in records if r.offset < stop])
+        if records and records[-1].offset + 1 >= stop:
             remaining.discard(tp)
     return batch
 

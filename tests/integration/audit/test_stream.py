@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from events.audit.stream import StreamSettings, read_batches
+from events.audit.stream import StreamSettings, read_batches, read_values
 from events.audit.timeindex import find_offsets
 from tests.integration.audit.support import create_topic
 
@@ -45,6 +45,20 @@ async def test_read_batches__multi_record_batches__every_record_read_once(
     ]
 
     assert offsets == list(range(500))
+
+
+async def test_read_values__stop_offset__values_in_order_up_to_it(
+    kafka_bootstrap: str, unique_topic: str
+) -> None:
+    await create_topic(kafka_bootstrap, unique_topic, partitions=1)
+    await _produce_batched(kafka_bootstrap, unique_topic, 300)
+    settings = StreamSettings(kafka_bootstrap, unique_topic, idle_ms=300)
+
+    everything = [v async for batch in read_values(settings) for v in batch]
+    stopped = [v async for batch in read_values(settings, stop_offsets={0: 120}) for v in batch]
+
+    assert everything == [f"v{i}".encode() for i in range(300)]
+    assert stopped == everything[:120]
 
 
 async def test_find_offsets__any_target__confirmed_answer_is_right_or_absent(

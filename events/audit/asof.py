@@ -62,7 +62,7 @@ from events.audit.stream import (
 )
 from events.operations import OPS_STREAM_PREFIX
 
-__all__ = ["EnvironmentSnapshot", "environment_as_of", "evaluate_as_of", "flag_as_of"]
+__all__ = ["EnvironmentSnapshot", "envelope_fields", "environment_as_of", "evaluate_as_of", "flag_as_of"]
 
 _NOT_FLAG_PREFIXES = (INCIDENT_STREAM_PREFIX, OPS_STREAM_PREFIX, ALERT_STREAM_PREFIX)
 
@@ -154,6 +154,35 @@ class _Collector:
             events.append(raw)
 
 
+_HEAD_END, _TAIL_START = b',"payload":', b',"prev_hash":'
+_HEAD_KEYS, _TAIL_KEYS = 8, 5  # actor .. occurred_at | prev_hash .. version (canonical key order)
+
+
+def envelope_fields(raw: bytes) -> dict[str, Any]:
+    """The envelope's fields of a record, all but ``payload`` (which the as-of scan rarely needs).
+
+    Canonical JSON sorts keys, so ``payload`` sits between ``occurred_at`` and ``prev_hash``: the
+    head and the tail are parsed alone (~2.2 us instead of ~3.6 us for the whole body). The
+    markers cannot occur inside a string (quotes are escaped there); the first ``,"payload":``
+    and the last ``,"prev_hash":`` are the top-level ones because every other top-level value is
+    a string, a number or null. Anything else (another key order, extra fields, a parse error)
+    falls back to parsing the whole body, so the answer is always the parsed envelope's.
+    """
+    cut, tail = raw.find(_HEAD_END), raw.rfind(_TAIL_START)
+    if 0 < cut < tail:
+        try:
+            head: dict[str, Any] = orjson.loads(raw[:cut] + b"}")
+            rest: dict[str, Any] = orjson.loads(b"{" + raw[tail + 1 :])
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if len(head) == _HEAD_KEYS and len(rest) == _TAIL_KEYS and "occurred_at" in head:
+                head.update(rest)
+                return head
+    fields: dict[str, Any] = orjson.loads(raw)
+    return fields
+
+
 def _materialise(key: str, track: _Track, environment: str) -> FlagState:
     """The flag restricted to ``environment``: its kept events folded, validated once."""
     raws = list(track.kept)
@@ -220,10 +249,10 @@ async def _collect_partitions(settings: StreamSettings, environment: str, instan
                               only: frozenset[str] | None, partitions: list[int] | None,
                               stops: dict[int, int] | None) -> _Part:
     collector = _Collector(environment, instant, only)
-    add, loads = collector.add, orjson.loads
+    add = collector.add
     async for values in read_values(settings, partitions=partitions, stop_offsets=stops):
         for raw in values:
-            add(raw, loads(raw))
+            add(raw, envelope_fields(raw))
     states = {k: _materialise(k, t, environment) for k, t in collector.flags.items()}
     return _Part(states, collector.segments, collector.events)
 

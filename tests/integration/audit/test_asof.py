@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import orjson
 import pytest
 
 from core.envelope import GENESIS_HASH, Event, EventDraft, seal
 from events.audit import StreamSettings, environment_as_of, evaluate_as_of, flag_as_of
+from events.audit.asof import envelope_fields
 from tests.integration.audit.support import T0, apply_commands, checkout_story, create_topic, produce
 
 pytestmark = pytest.mark.integration
@@ -99,3 +101,24 @@ async def test_environment_as_of__incident_ops_and_alert_streams_in_topic__skipp
 
     assert set(snapshot.flags) == {"new-checkout", "other-flag"}
     assert snapshot.flags["new-checkout"].version == states[2].version
+
+
+def _tricky_event() -> Event:
+    payload = {"note": ',"payload":{},"prev_hash":"x"', "prev_hash": "y"}
+    draft = EventDraft(type="FlagArchived", payload=payload)
+    return seal(draft, event_id=uuid.uuid4(), flag_key="tricky", version=1, prev_hash=GENESIS_HASH,
+                occurred_at=T0, actor='a,"payload":{"prev_hash":1}', reason=',"prev_hash":"0"}')
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_envelope_fields__canonical_or_any_key_order__equal_the_parsed_envelope(reorder: bool) -> None:
+    events, _ = apply_commands("new-checkout", checkout_story())
+    for event in [*events, _tricky_event()]:
+        full = orjson.loads(event.to_json())
+        raw = orjson.dumps(dict(reversed(full.items()))) if reorder else event.to_json().encode()
+
+        fields = envelope_fields(raw)
+
+        assert ("payload" in fields) == reorder  # canonical: head and tail only; otherwise the whole body
+        assert {k: v for k, v in fields.items() if k != "payload"} == {
+            k: v for k, v in full.items() if k != "payload"}

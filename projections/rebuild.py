@@ -1,9 +1,11 @@
 """Rebuild the read model from offset 0 into a shadow namespace; diff it with the live one, or switch.
 
 - The shadow (``fs-shadow`` by default) is wiped, then the whole topic is read with a plain
-  consumer (no group, every partition assigned, from the beginning), batch by batch, through
-  the same atomic apply as the projector, checkpoints included (under the projector's group
-  name, so they line up with the live ones). Memory stays flat: nothing outlives a batch.
+  consumer (no group, every partition assigned, from the beginning), batch by batch, folded as
+  parsed JSON by :class:`projections.batch.ShadowFolder` (``core.fastfold``; the same read model
+  as the projector's apply, checkpoints included, under the projector's group name so they line
+  up with the live ones) and written in bulk flushes. Memory: the folded states of the streams
+  seen (bounded, see ``projections.batch``), never the log.
 - *Caught up* means: a poll returned nothing for ``idle`` seconds **and** every shadow
   checkpoint is at or beyond the live projector's. (tansu's high watermark cannot be trusted,
   see DESIGN.md, so the end of the log is never decided from ``end_offsets``.)

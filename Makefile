@@ -22,8 +22,9 @@ run: $(STAMP)
 ## Two workers (one per core), each with its own servers; a file's tests stay on one worker.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile \
-	  --cov --cov-report=term --cov-report=xml:.coverage.xml --cov-fail-under=85
-	$(BIN)/python -m coverage report --include='core/*' --fail-under=95 >/dev/null
+	  --cov --cov-report=term --cov-report=xml:coverage.xml --cov-fail-under=85
+	@printf 'core/ branch coverage (gate 95%%): '
+	@$(BIN)/python -m coverage report --include='core/*' --fail-under=95 --format=total
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -46,4 +47,4 @@ dev-status: $(STAMP)
 	$(BIN)/flagstream dev status
 
 clean:
-	rm -rf $(VENV) .runtime-data .pytest_cache .coverage .coverage.* .mypy_cache .ruff_cache
+	rm -rf $(VENV) .runtime-data .pytest_cache .coverage .coverage.* coverage.xml .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,15 @@ InstantOption = Annotated[
     str | None, typer.Option(help="An ISO-8601 instant with a zone, e.g. 2026-11-01T12:00:00Z.")
 ]
 EnvironmentOption = Annotated[str | None, typer.Option(help="Only this environment (and flag-level events).")]
-WorkersOption = Annotated[int, typer.Option(min=1, max=64, help="Processes reading partition groups.")]
+WorkersOption = Annotated[
+    int, typer.Option(min=0, max=64, help="Processes reading partition groups (0 = one per core, at most 4).")
+]
+
+
+def _workers(requested: int) -> int:
+    return requested or max(1, min(os.cpu_count() or 1, 4))
+
+
 PostgresOption = Annotated[bool, typer.Option("--postgres/--no-postgres", help="Also compare with Postgres.")]
 
 
@@ -89,8 +98,13 @@ def history(
 ) -> None:
     """The history of one flag, one JSON line per event, with its field-level diff."""
     stream, _ = _servers()
-    filters = AuditFilters(environment=environment, actor=actor, types=frozenset(event_type or ()),
-                           since=_instant(since), until=_instant(until))
+    filters = AuditFilters(
+        environment=environment,
+        actor=actor,
+        types=frozenset(event_type or ()),
+        since=_instant(since),
+        until=_instant(until),
+    )
     try:
         reader = KafkaAuditLog(stream)
         page = asyncio.run(reader.history(flag, filters, after_version=after_version, limit=limit))
@@ -107,10 +121,13 @@ def as_of(
     instant: str,
     environment: Annotated[str | None, typer.Option(help="Every flag of this environment.")] = None,
     flag: Annotated[list[str] | None, typer.Option(help="Only these flags.")] = None,
-    publish_grace: Annotated[float | None, typer.Option(
-        help="Seconds: assert every event was published this soon after it occurred, to stop reading early."
-    )] = None,
-    workers: WorkersOption = 1,
+    publish_grace: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: every event was published this soon after it occurred (lets the read stop early)."
+        ),
+    ] = None,
+    workers: WorkersOption = 0,
 ) -> None:
     """The configuration as it was at INSTANT: one flag (--flag without --environment), or an environment."""
     at = _instant(instant)
@@ -124,8 +141,11 @@ def as_of(
                 typer.echo(asyncio.run(flag_as_of(stream, key, at)).model_dump_json())
             return
         grace = None if publish_grace is None else timedelta(seconds=publish_grace)
-        snapshot = asyncio.run(environment_as_of(stream, environment, at, flags=flag, publish_grace=grace,
-                                                 workers=workers))
+        snapshot = asyncio.run(
+            environment_as_of(
+                stream, environment, at, flags=flag, publish_grace=grace, workers=_workers(workers)
+            )
+        )
     except AuditLogUnavailable as e:
         raise _fail(e.message) from e
     for key in sorted(snapshot.flags):
@@ -137,7 +157,7 @@ def as_of(
 def verify(
     postgres: PostgresOption = True,
     every: Annotated[int, typer.Option(help="Print progress every N events.")] = 10_000,
-    workers: WorkersOption = 1,
+    workers: WorkersOption = 0,
 ) -> None:
     """Replay the whole log: hash chains, gapless versions, agreement with Postgres; exit 1 if any differ."""
     stream, database = _servers()
@@ -148,17 +168,30 @@ def verify(
         typer.echo(f"# {phase}: {count} events checked", err=True)
 
     try:
-        report = asyncio.run(verify_log(stream, database_url=database if postgres else None,
-                                        progress=show, progress_every=every, workers=workers))
+        report = asyncio.run(
+            verify_log(
+                stream,
+                database_url=database if postgres else None,
+                progress=show,
+                progress_every=every,
+                workers=_workers(workers),
+            )
+        )
     except AuditLogUnavailable as e:
         raise _fail(e.message) from e
-    _print_json({
-        "ok": report.ok, "kafka_events": report.kafka_events, "streams": report.streams,
-        "redeliveries": report.redeliveries, "older_duplicates": report.older_duplicates,
-        "postgres_rows": report.postgres_rows, "discrepancies": report.discrepancies,
-        "first_discrepancy": None if report.first is None else report.first.describe(),
-        "elapsed_s": round(report.elapsed_s, 3),
-    })
+    _print_json(
+        {
+            "ok": report.ok,
+            "kafka_events": report.kafka_events,
+            "streams": report.streams,
+            "redeliveries": report.redeliveries,
+            "older_duplicates": report.older_duplicates,
+            "postgres_rows": report.postgres_rows,
+            "discrepancies": report.discrepancies,
+            "first_discrepancy": None if report.first is None else report.first.describe(),
+            "elapsed_s": round(report.elapsed_s, 3),
+        }
+    )
     if not report.ok:
         raise typer.Exit(1)
 
@@ -177,16 +210,23 @@ def export(
     stream, _ = _servers()
     try:
         if output is None:
-            report = asyncio.run(export_log(stream, sys.stdout, fmt=chosen, since=_instant(since),
-                                            until=_instant(until)))
+            report = asyncio.run(
+                export_log(stream, sys.stdout, fmt=chosen, since=_instant(since), until=_instant(until))
+            )
         else:
             with output.open("w", encoding="utf-8", newline="") as out:
-                report = asyncio.run(export_log(stream, out, fmt=chosen, since=_instant(since),
-                                                until=_instant(until)))
+                report = asyncio.run(
+                    export_log(stream, out, fmt=chosen, since=_instant(since), until=_instant(until))
+                )
     except AuditLogUnavailable as e:
         raise _fail(e.message) from e
-    typer.echo(f"# {report.events} event(s) exported, {report.skipped_redeliveries} redelivery(ies) skipped",
-               err=True)
+    typer.echo(
+        f"# {report.events} event(s) exported, {report.skipped_redeliveries} redelivery(ies) skipped",
+        err=True,
+    )
     if report.first_break is not None:
-        typer.echo(f"# warning: the log has a broken chain at {report.first_break.flag_key} "
-                   f"v{report.first_break.version} ({report.first_break.problem})", err=True)
+        typer.echo(
+            f"# warning: the log has a broken chain at {report.first_break.flag_key} "
+            f"v{report.first_break.version} ({report.first_break.problem})",
+            err=True,
+        )

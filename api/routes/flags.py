@@ -102,6 +102,11 @@ async def _run(
     return JSONResponse(status_code=outcome.status, content=payload, headers=headers)
 
 
+def _command_fields(data: dict[str, Any]) -> ReasonBody:
+    """Take ``reason`` / ``expected_version`` out of a body whose rest is a model of its own, validated."""
+    return _parse(ReasonBody, {k: data.pop(k) for k in ("reason", "expected_version") if k in data})  # type: ignore[no-any-return]
+
+
 def _parse(model: type[Any], data: Any, prefix: str = "") -> Any:
     try:
         return model.model_validate(data)
@@ -124,9 +129,9 @@ async def create_flag(
     wait: Wait = None,
 ) -> JSONResponse:
     data = dict(body)
-    reason = data.pop("reason", None)
+    meta = _command_fields(data)
     flag = _parse(Flag, data)
-    command = CreateFlag(flag_key=flag.key, flag=flag, reason=reason, expected_version=0)
+    command = CreateFlag(flag_key=flag.key, flag=flag, reason=meta.reason, expected_version=0)
     return await _run(
         request, services, principal.name, command, idempotency_key=idempotency_key, body=body, wait=wait
     )
@@ -181,29 +186,14 @@ async def set_environment(
     wait: Wait = None,
 ) -> JSONResponse:
     data = dict(body)
-    reason = data.pop("reason", None)
-    expected = data.pop("expected_version", None)
-    if reason is not None and not isinstance(reason, str):
-        raise ApiError(
-            422,
-            "validation_error",
-            "reason must be a string",
-            details=[{"path": "reason", "message": "not a string"}],
-        )
-    if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
-        raise ApiError(
-            422,
-            "validation_error",
-            "expected_version must be an integer",
-            details=[{"path": "expected_version", "message": "not an integer"}],
-        )
+    meta = _command_fields(data)
     config = _parse(EnvironmentConfig, data)
     command = SetEnvironmentConfig(
         flag_key=key,
         environment=env,
         config=config,
-        reason=reason,
-        expected_version=_expected_version(if_match, expected),
+        reason=meta.reason,
+        expected_version=_expected_version(if_match, meta.expected_version),
     )
     return await _run(
         request,

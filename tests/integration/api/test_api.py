@@ -321,3 +321,29 @@ async def test_end_to_end__100_changes_from_10_clients__read_model_kafka_postgre
         EnvironmentConfig.model_validate(postgres[-1].payload["config"])
     )
     assert evaluation.json()["results"][key]["version"] == 102
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body", "path"),
+    [
+        ("POST", "", {"reason": 5}, "reason"),
+        ("PUT", "/environments/production", {**CONFIG, "expected_version": "two"}, "expected_version"),
+        ("PUT", "/environments/production", {**CONFIG, "reason": ["a"]}, "reason"),
+    ],
+)
+async def test_validation__command_fields_of_wrong_type__422_with_path_nothing_written(
+    platform: Platform, key: str, method: str, suffix: str, body: dict[str, Any], path: str
+) -> None:
+    if suffix:
+        await _create(platform, key)
+    before = await platform.store.current_version(key)
+
+    response = await platform.request(
+        method,
+        f"/api/v1/flags{'/' + key if suffix else ''}{suffix}",
+        json={"key": key, **body} if not suffix else body,
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["path"] == path
+    assert await platform.store.current_version(key) == before

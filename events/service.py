@@ -39,7 +39,7 @@ from core.decide import decide, decide_segment
 from core.envelope import SEGMENT_STREAM_PREFIX, Event, EventDraft, seal
 from core.errors import InvalidCommand, VersionConflict
 from core.events import AlertInfo
-from core.evolve import evolve, replay, replay_segment
+from core.evolve import config_at, environment_changes_after, evolve, replay, replay_segment
 from core.model import EnvironmentConfig, Flag, Operator, Rule, Segment
 from core.state import Catalog, FlagState, SegmentState
 from events.errors import DuplicateIdempotencyKey
@@ -92,9 +92,6 @@ class CommandOutcome:
         return [str(e.event_id) for e in self.events]
 
 
-ResponseShaper = Callable[[str, int, Sequence[Event]], tuple[int, dict[str, Any]]]
-
-
 def default_response(stream: str, version: int, events: Sequence[Event]) -> tuple[int, dict[str, Any]]:
     created = any(e.version == 1 for e in events)
     body: dict[str, Any] = {
@@ -115,13 +112,11 @@ class CommandService:
         *,
         clock: Callable[[], datetime],
         new_id: Callable[[], UUID],
-        shape_response: ResponseShaper = default_response,
         cache_size: int = 10_000,
     ) -> None:
         self._store = store
         self._clock = clock
         self._new_id = new_id
-        self._shape = shape_response
         self._locks: dict[str, list[Any]] = {}
         self._states: OrderedDict[str, FlagState] = OrderedDict()
         self._cache_size = cache_size
@@ -182,13 +177,6 @@ class CommandService:
     async def load_segment(self, key: str) -> SegmentState:
         return replay_segment(await self._store.read_stream(SEGMENT_STREAM_PREFIX + key), key=key)
 
-    async def config_at(self, key: str, environment: str, version: int) -> EnvironmentConfig | None:
-        """The environment configuration in force right after ``version`` (for rollbacks)."""
-        state = await self.load_flag(key, to_version=version)
-        if state.flag is None:
-            return None
-        return state.flag.environments.get(environment)
-
     async def rollback_command(
         self,
         key: str,
@@ -209,15 +197,12 @@ class CommandService:
                 f"flag {key!r} has no version {to_version}",
                 details=[{"path": "to_version", "message": f"latest is {len(events)}"}],
             )
-        before = replay(events[:to_version], key=key) if to_version else FlagState(key=key)
-        restored = before.flag.environments.get(environment) if before.flag else None
-        undone = tuple(e.version for e in events[to_version:] if e.environment == environment)
         return RollBackEnvironment(
             flag_key=key,
             environment=environment,
             to_version=to_version,
-            restored_config=restored,
-            undone_versions=undone,
+            restored_config=config_at(events, to_version, environment),
+            undone_versions=environment_changes_after(events, to_version, environment),
             alert=alert,
             reason=reason,
             expected_version=expected_version,
@@ -241,7 +226,7 @@ class CommandService:
             drafts, stream=stream, version=last_version, prev_hash=last_hash, command=command, meta=meta
         )
         version = events[-1].version if events else last_version
-        status, body = self._shape(stream, version, events)
+        status, body = default_response(stream, version, events)
         if events:
             idempotency = None
             if meta.idempotency_key and meta.request_hash:

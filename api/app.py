@@ -14,15 +14,13 @@ from fastapi import FastAPI
 from api.container import Container
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import evaluate, flags, health
+from api.routes import alerts, audit, deadletters, evaluate, flags, health
 from monitoring.logging import configure_logging
 from runtime.settings import Settings, load_settings
 
 __all__ = ["create_app"]
 
 log = structlog.get_logger("api.app")
-
-_OPTIONAL_ROUTERS = ("api.routes.audit", "api.routes.deadletters", "api.routes.alerts", "api.routes.segments")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,18 +49,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flags.router)
     app.include_router(evaluate.router)
-    _include_optional_routers(app)
+    for router in (audit.router, deadletters.router, alerts.router):
+        app.include_router(router)
     return app
-
-
-def _include_optional_routers(app: FastAPI) -> None:
-    import importlib
-
-    for name in _OPTIONAL_ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-            continue
-        app.include_router(module.router)

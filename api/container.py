@@ -75,8 +75,6 @@ class Container:
     readers: ReaderPool
     guarded_store: GuardedEventStore
     breakers: dict[str, AsyncCircuitBreaker] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.monotonic)
-    _extras: dict[str, Any] = field(default_factory=dict)
     _gauges_refreshed_at: float = float("-inf")
 
     @classmethod
@@ -190,8 +188,7 @@ class Container:
 
     def breaker_report(self) -> dict[str, str]:
         """``{"breaker:<name>": state}`` for every circuit breaker of this process."""
-        breakers = {**self._extras.get("breakers", {}), **self.breakers}
-        return {f"breaker:{name}": str(b.state) for name, b in breakers.items()}
+        return {f"breaker:{name}": str(b.state) for name, b in self.breakers.items()}
 
     def audit_stream(self) -> StreamSettings:
         return StreamSettings(bootstrap_servers=self.kafka_bootstrap, topic=self.settings.flag_events_topic)

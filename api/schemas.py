@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from core.model import ENVIRONMENT_PATTERN, FlagKind, Variation
+from core.model import ENVIRONMENT_PATTERN, Variation
 
 __all__ = [
     "CommandResponse",
@@ -89,6 +89,3 @@ class EvaluateResponse(BaseModel):
     results: dict[str, EvaluationOut]
     as_of: str | None = None
     staleness_seconds: float | None = None
-
-
-_ = FlagKind  # re-exported for OpenAPI enum documentation

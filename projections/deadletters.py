@@ -148,6 +148,16 @@ class ProjectorDeadLetters:
         async with _store_calls("screen"):
             if not await self.gate.is_blocked(event.flag_key):
                 return None
+        if event.version <= await self.read_model.stored_version(event.flag_key):
+            # Already projected: a redelivery (e.g. after a rewind) is a duplicate, not a letter to hold.
+            _log.info(
+                "projector.duplicate_skipped",
+                stream=event.flag_key,
+                version=event.version,
+                offset=checkpoint.offset,
+            )
+            return await self.read_model.advance_checkpoint(checkpoint)
+        async with _store_calls("screen"):
             await self.store.park(NewDeadLetter.waiting(STAGE, event, kafka=_coordinates(checkpoint)))
         _log.info("projector.held", stream=event.flag_key, version=event.version, offset=checkpoint.offset)
         return await self.read_model.advance_checkpoint(checkpoint)

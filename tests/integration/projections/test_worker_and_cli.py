@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -42,7 +43,7 @@ def _wait_for(condition: Callable[[], bool], within: float, what: str) -> None:
 
 
 def test_projector_worker__sigterm__projects_then_exits_zero(
-    fresh_redis: str, kafka_bootstrap: str, unique_topic: str
+    fresh_redis: str, kafka_bootstrap: str, unique_topic: str, tmp_path: Path
 ) -> None:
     writer = StreamWriter()
     events = [writer.create(flag_doc("a", "production"))]
@@ -50,28 +51,29 @@ def test_projector_worker__sigterm__projects_then_exits_zero(
     asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
     asyncio.run(publish(kafka_bootstrap, unique_topic, events))
     client = redis.Redis.from_url(fresh_redis, decode_responses=True)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers.projector"],
-        env=_env(fresh_redis, kafka_bootstrap, unique_topic),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    # a file, not a pipe nobody reads while the worker runs: a full pipe would block the worker
+    log = tmp_path / "projector.log"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.projector"],
+            env=_env(fresh_redis, kafka_bootstrap, unique_topic),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         expected = replay(events).model_dump_json()
         try:
             _wait_for(lambda: client.get("fs:state:a") == expected, 40, "the projection")
         except AssertionError:
             worker.kill()
-            output = worker.stdout.read().decode() if worker.stdout else ""
-            raise AssertionError(f"worker did not project; its output:\n{output[-4000:]}") from None
+            raise AssertionError(f"worker did not project; its output:\n{log.read_text()[-4000:]}") from None
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=20)
     finally:
         if worker.poll() is None:
             worker.kill()
         client.close()
-    output = worker.stdout.read().decode() if worker.stdout else ""
-    assert code == 0, output
+    assert code == 0, log.read_text(errors="replace")[-4000:]
 
 
 def test_cli_check_then_rebuild__zero_drift_and_switched(

@@ -204,3 +204,26 @@ async def test_purge__read_model_wiped_and_rebuilt__purged_record_skipped_not_pa
     await wired.projector.run_until(rebuilt, within=30)
     assert [(lt.flag_key, lt.version) for lt in await _letters(dlq)] == [("c", None)]
     assert "a" not in await dlq.blocked_flags("projector")
+
+
+async def test_blocked_flag__already_projected_events_redelivered__skipped_not_held(
+    poisoned: tuple[Poisoned, Wired], dlq: DeadLetterStore, kafka_bootstrap: str, topic: str
+) -> None:
+    """Given flag a blocked at v3 with v1-v2 projected, when v1 and v2 arrive again (a redelivery, or a
+    rewind after a rebalance), they are duplicates: the checkpoint passes them and no letter is added."""
+    scenario, wired = poisoned
+    before = {(lt.flag_key, lt.version) for lt in await _letters(dlq)}
+
+    await publish(kafka_bootstrap, topic, [scenario.a[0], scenario.a[1]])
+    total = len(scenario.records()) + 2
+
+    async def passed_redeliveries() -> bool:
+        return await _checkpoint(wired.model, wired.projector) == total
+
+    await wired.projector.run_until(passed_redeliveries, within=30)
+    assert (
+        {(lt.flag_key, lt.version) for lt in await _letters(dlq)}
+        == before
+        == {("a", 3), ("a", 4), ("c", None)}
+    )
+    assert (await wired.model.load_flag_state("a")).version == 2

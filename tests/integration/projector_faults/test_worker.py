@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -59,7 +60,7 @@ def _parked(database_url: str) -> set[tuple[str | None, int | None, str]]:
 
 
 def test_projector_worker__poison_parked_metrics_served__sigterm_exits_zero_within_grace(
-    fresh_redis: str, fresh_database: str, kafka_bootstrap: str, unique_topic: str
+    fresh_redis: str, fresh_database: str, kafka_bootstrap: str, unique_topic: str, tmp_path: Path
 ) -> None:
     scenario = Poisoned()
     asyncio.run(create_topic(kafka_bootstrap, unique_topic, partitions=1))
@@ -78,9 +79,12 @@ def test_projector_worker__poison_parked_metrics_served__sigterm_exits_zero_with
         "FLAGSTREAM_DATA_DIR": "/nonexistent-flagstream-data",
     }
     client = redis.Redis.from_url(fresh_redis, decode_responses=True)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers.projector"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # a file, not a pipe nobody reads while the worker runs: a full pipe would block the worker
+    log = tmp_path / "projector.log"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.projector"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         expected_b = replay(scenario.b).model_dump_json()
         _wait_for(lambda: client.get("fs:state:b") == expected_b, 40, "flag b projected")
@@ -103,6 +107,6 @@ def test_projector_worker__poison_parked_metrics_served__sigterm_exits_zero_with
         if worker.poll() is None:
             worker.kill()
         client.close()
-    output = worker.stdout.read().decode() if worker.stdout else ""
+    output = log.read_text(errors="replace")[-4000:]
     assert code == 0, output
     assert elapsed < _GRACE_SECONDS + 2, output

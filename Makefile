@@ -4,15 +4,30 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-integration lint typecheck bench dev-up dev-down dev-status clean
+.PHONY: install upgrade lock run test test-unit test-integration lint typecheck bench dev-up dev-down dev-status clean
 
-$(STAMP): pyproject.toml
+LOCK   := requirements/lock.txt
+LOCK_CMD = $(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes \
+           --universal --python-version 3.11 --quiet -o $(LOCK)
+
+# Exactly the lock (pinned, hash-checked), then the project itself against it (no build isolation:
+# the build backend is pinned in the lock too). pyproject.toml keeps the compatible ranges.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Re-resolve the lock to the newest releases pyproject.toml allows, install it, run every test.
+upgrade: $(STAMP)
+	$(LOCK_CMD) --upgrade
+	$(MAKE) test
+
+## Re-resolve the lock after a change to pyproject.toml, keeping every pin that still fits.
+lock: $(STAMP)
+	$(LOCK_CMD)
 
 ## Start the whole platform locally (API, relay, projector) on its embedded stack; Ctrl-C stops it all.
 run: $(STAMP)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 __all__ = ["make_redis", "require_text_client"]
 

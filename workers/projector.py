@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
+from redis.asyncio.retry import Retry
 
 from events.db import apply_migrations, create_pool
 from events.deadletters import DeadLetterStore

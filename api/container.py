@@ -22,15 +22,15 @@ from core.state import FlagState
 from events.audit.access import log_audit_access
 from events.audit.asof import evaluate_as_of, flag_as_of
 from events.audit.stream import StreamSettings
-from events.db import apply_migrations, create_pool
+from events.commands.service import CommandMeta, CommandOutcome, CommandService
 from events.deadletters import DeadLetterStore
-from events.guarded import GuardedEventStore
-from events.keys import ApiKeyStore
-from events.operations import refresh_dead_letter_metrics
-from events.relay_status import RelayStatus, read_relay_status
+from events.deadletters.operations import refresh_dead_letter_metrics
+from events.relay.status import RelayStatus, read_relay_status
 from events.resilience import AsyncCircuitBreaker
-from events.service import CommandMeta, CommandOutcome, CommandService
-from events.store import PostgresEventStore
+from events.store.db import apply_migrations, create_pool
+from events.store.guarded import GuardedEventStore
+from events.store.keys import ApiKeyStore
+from events.store.postgres import PostgresEventStore
 from monitoring import metrics
 from projections.connection import make_redis
 from projections.keys import Keyspace

@@ -47,7 +47,7 @@ from core.evolve import evolve
 from core.fastfold import empty_flag_state, flag_state, fold_flag
 from core.state import FlagState
 from events.audit import EnvironmentSnapshot, StreamSettings, environment_as_of, read_batches, verify_log
-from events.db import apply_migrations
+from events.store.db import apply_migrations
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ENVIRONMENTS = ("production", "staging")

@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from events.db import apply_migrations, create_pool
 from events.deadletters import (
     MAX_PAGE,
     STAGES,
@@ -29,15 +28,16 @@ from events.deadletters import (
     DeadLetterStore,
     Stage,
 )
-from events.errors import StoreUnavailable
-from events.operations import (
+from events.deadletters.operations import (
     DeadLetterOperations,
     OperationsJournal,
     PostgresStreamHead,
     RedriveResult,
     RedriverRegistry,
 )
-from events.store import PostgresEventStore
+from events.errors import StoreUnavailable
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from monitoring.logging import configure_logging
 from runtime.settings import SettingsError, load_settings
 

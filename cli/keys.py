@@ -8,8 +8,8 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from events.db import apply_migrations, create_pool
-from events.keys import ApiKeyStore, Role
+from events.store.db import apply_migrations, create_pool
+from events.store.keys import ApiKeyStore, Role
 from runtime.settings import SettingsError, load_settings
 
 __all__ = ["app"]

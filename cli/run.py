@@ -97,9 +97,9 @@ def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")
 
 
 async def _prepare(database_url: str, bootstrap: str) -> str:
-    from events.db import apply_migrations, create_pool
-    from events.kafka import ensure_topics, flag_events_spec, metric_alerts_spec
-    from events.keys import ApiKeyStore
+    from events.kafka.adapter import ensure_topics, flag_events_spec, metric_alerts_spec
+    from events.store.db import apply_migrations, create_pool
+    from events.store.keys import ApiKeyStore
     from runtime.settings import load_settings
 
     await apply_migrations(database_url)

@@ -15,7 +15,7 @@ from typing import Protocol
 from uuid import UUID
 
 from core.envelope import Event
-from events.idempotency import IdempotencyRecord, IdempotencyWrite
+from events.store.idempotency import IdempotencyRecord, IdempotencyWrite
 
 __all__ = [
     "EventPublisher",

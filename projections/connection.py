@@ -6,8 +6,8 @@ redis-py 8 changed its default timeouts and retries; the read side sets them exp
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 __all__ = ["make_redis", "require_text_client"]
 

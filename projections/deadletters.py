@@ -242,7 +242,7 @@ class ProjectorDeadLetters:
 
 
 class ProjectorRedriver:
-    """The projector stage's :class:`events.operations.Redriver`: reprocesses at once, in the
+    """The projector stage's :class:`events.deadletters.operations.Redriver`: reprocesses at once, in the
     order given ((flag, version)), the letters a redrive freed, through the read model's
     compare-and-set (a running projector releasing the same letters changes nothing twice).
     A letter that fails permanently again is parked again and holds the rest of its flag."""

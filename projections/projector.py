@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from core.envelope import Event
 from events.errors import StoreUnavailable
-from events.kafka import make_consumer
+from events.kafka.adapter import make_consumer
 from monitoring import metrics
 from projections.deadletters import ProjectorDeadLetters, is_projected_stream
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable

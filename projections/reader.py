@@ -154,7 +154,7 @@ class EnvironmentReader:
             await pubsub.subscribe(self.keys.env_channel(self.environment), self.keys.segments_channel)
             await self._resync()
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             raise
         self._pubsub = pubsub
         self._connected = True
@@ -342,4 +342,4 @@ class EnvironmentReader:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()

@@ -31,7 +31,7 @@ import structlog
 from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
-from events.kafka import make_consumer
+from events.kafka.adapter import make_consumer
 from projections.batch import ShadowFolder, paused_gc
 from projections.connection import require_text_client
 from projections.errors import PoisonEvent, SwitchRefused

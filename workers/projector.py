@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import structlog
 from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
-from events.db import apply_migrations, create_pool
 from events.deadletters import DeadLetterStore
-from events.kafka import ensure_topics, flag_events_spec
+from events.kafka.adapter import ensure_topics, flag_events_spec
+from events.store.db import apply_migrations, create_pool
 from monitoring import metrics
 from monitoring.logging import configure_logging
 from projections.connection import require_text_client

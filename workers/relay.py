@@ -18,10 +18,9 @@ from importlib.metadata import PackageNotFoundError, version
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from events.db import Listener, apply_migrations, create_pool
 from events.deadletters import DeadLetterStore
 from events.errors import PublishFailed
-from events.kafka import (
+from events.kafka.adapter import (
     KafkaPublisher,
     TopicSpec,
     ensure_topics,
@@ -29,12 +28,13 @@ from events.kafka import (
     make_producer,
     metric_alerts_spec,
 )
-from events.log_guard import LogGuard
-from events.relay import Relay
-from events.relay_letters import RelayLetters
-from events.relay_status import RelayStatusWriter
+from events.relay.letters import RelayLetters
+from events.relay.log_guard import LogGuard
+from events.relay.relay import Relay
+from events.relay.status import RelayStatusWriter
 from events.resilience import AsyncCircuitBreaker
-from events.store import PostgresEventStore
+from events.store.db import Listener, apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from monitoring import metrics
 from monitoring.logging import configure_logging
 from runtime.settings import Settings, SettingsError, load_settings

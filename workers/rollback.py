@@ -27,12 +27,12 @@ from aiokafka import TopicPartition
 from core.alerts import ALERT_STREAM_PREFIX
 from core.envelope import Event
 from core.errors import FlagstreamError
-from events.alerts import AlertQueries
-from events.db import apply_migrations, create_pool
-from events.kafka import ensure_topics, make_consumer, metric_alerts_spec
-from events.rollback import FlagResult, RollbackPolicy, RollbackWorker
-from events.service import CommandService
-from events.store import PostgresEventStore
+from events.commands.service import CommandService
+from events.kafka.adapter import ensure_topics, make_consumer, metric_alerts_spec
+from events.rollback.alerts import AlertQueries
+from events.rollback.worker import FlagResult, RollbackPolicy, RollbackWorker
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from monitoring import metrics
 from monitoring.logging import configure_logging
 from runtime.settings import Settings, SettingsError, load_settings

@@ -1,6 +1,6 @@
 """Metric alerts in (Alertmanager webhook v4, or any source) and the incidents of the rollback worker.
 
-Handlers parse, authorise, and hand each alert to :class:`events.alerts.AlertIngestor`, which
+Handlers parse, authorise, and hand each alert to :class:`events.rollback.alerts.AlertIngestor`, which
 appends it to the event store (stream ``alert:<fingerprint>``); the relay carries it to
 ``flagstream.metric-alerts``. A malformed payload is a ``422`` whose details name field paths
 (``alerts[0].startsAt``). Unknown fields are ignored (Alertmanager adds fields over time);
@@ -28,7 +28,7 @@ from core.alerts import (
     fingerprint_of,
 )
 from core.model import FLAG_KEY_PATTERN
-from events.alerts import AlertIngestor, AlertQueries
+from events.rollback.alerts import AlertIngestor, AlertQueries
 
 __all__ = ["router"]
 

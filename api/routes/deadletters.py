@@ -1,7 +1,7 @@
 """The dead-letter queue for operators (role ``ops`` or ``admin``): list, inspect, redrive, purge.
 
 Purges and redrives are recorded as events of ``ops:dead-letters`` with the principal as actor
-(:mod:`events.operations`). Redrive marks letters ``redriven`` and calls the stage's registered
+(:mod:`events.deadletters.operations`). Redrive marks letters ``redriven`` and calls the stage's registered
 redriver (``Container.redrivers``) when there is one; otherwise the stage worker releases them.
 """
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from api.deps import Operator, Services
 from api.errors import ApiError, parse_instant
 from events.deadletters import MAX_PAGE, STAGES, DeadLetter, DeadLetterFilter, DeadLetterStore, Stage
-from events.operations import (
+from events.deadletters.operations import (
     DeadLetterOperations,
     OperationsJournal,
     PostgresStreamHead,

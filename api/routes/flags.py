@@ -25,8 +25,8 @@ from core.commands import (
 from core.model import ENVIRONMENT_PATTERN, FLAG_KEY_PATTERN, EnvironmentConfig, Flag
 from core.state import FlagState
 from core.validation import issues_from_validation_error
-from events.idempotency import compute_request_hash
-from events.service import CommandMeta
+from events.commands.service import CommandMeta
+from events.store.idempotency import compute_request_hash
 
 __all__ = ["router"]
 

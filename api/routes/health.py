@@ -23,7 +23,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import Services
-from events.relay_status import RelayStatus
+from events.relay.status import RelayStatus
 from monitoring import metrics
 
 __all__ = ["router"]

@@ -60,7 +60,7 @@ from events.audit.stream import (
     read_values,
     topic_partitions,
 )
-from events.operations import OPS_STREAM_PREFIX
+from events.deadletters.operations import OPS_STREAM_PREFIX
 
 __all__ = ["EnvironmentSnapshot", "envelope_fields", "environment_as_of", "evaluate_as_of", "flag_as_of"]
 

@@ -29,9 +29,9 @@ import httpx
 import structlog
 
 from api.app import create_app
-from events.db import apply_migrations, create_pool
-from events.kafka import ensure_topics, flag_events_spec
-from events.keys import ApiKeyStore
+from events.kafka.adapter import ensure_topics, flag_events_spec
+from events.store.db import apply_migrations, create_pool
+from events.store.keys import ApiKeyStore
 from runtime.devstack import Stack
 from runtime.managed import ManagedServer
 from runtime.settings import Settings, load_settings

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from core.envelope import Event, EventDraft, seal
-from events.db import create_pool
-from events.store import PostgresEventStore
+from events.store.db import create_pool
+from events.store.postgres import PostgresEventStore
 from projections.connection import make_redis
 from projections.keys import Keyspace
 from projections.reader import EnvironmentReader

@@ -16,11 +16,17 @@ import httpx
 from redis.asyncio import Redis
 
 from api.app import create_app
-from events.db import Listener, apply_migrations, create_pool
-from events.kafka import KafkaPublisher, ensure_topics, flag_events_spec, make_producer, metric_alerts_spec
-from events.keys import ApiKeyStore
-from events.relay import Relay
-from events.store import PostgresEventStore
+from events.kafka.adapter import (
+    KafkaPublisher,
+    ensure_topics,
+    flag_events_spec,
+    make_producer,
+    metric_alerts_spec,
+)
+from events.relay.relay import Relay
+from events.store.db import Listener, apply_migrations, create_pool
+from events.store.keys import ApiKeyStore
+from events.store.postgres import PostgresEventStore
 from projections.connection import make_redis
 from projections.keys import Keyspace
 from projections.projector import Projector

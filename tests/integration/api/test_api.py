@@ -80,7 +80,7 @@ async def test_auth__missing_or_malformed_credentials__401(platform: Platform, h
 
 
 async def test_auth__revoked_key__401(platform: Platform, key: str) -> None:
-    from events.keys import ApiKeyStore
+    from events.store.keys import ApiKeyStore
 
     pool = platform.store._pool
     keys = ApiKeyStore(pool)

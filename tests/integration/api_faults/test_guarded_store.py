@@ -13,13 +13,13 @@ import pytest
 from core.commands import CreateFlag
 from core.envelope import Event
 from core.model import Flag
-from events.db import apply_migrations, create_pool
+from events.commands.service import CommandMeta, CommandService
 from events.errors import StoreUnavailable
-from events.guarded import GuardedEventStore, failed_before_sending
-from events.idempotency import IdempotencyWrite
 from events.resilience import AsyncCircuitBreaker
-from events.service import CommandMeta, CommandService
-from events.store import PostgresEventStore
+from events.store.db import apply_migrations, create_pool
+from events.store.guarded import GuardedEventStore, failed_before_sending
+from events.store.idempotency import IdempotencyWrite
+from events.store.postgres import PostgresEventStore
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from api.container import POSTGRES_BREAKER
-from events.db import create_pool
+from events.store.db import create_pool
 from runtime.devstack import Stack
 from tests.integration.platform import Platform, start_platform
 

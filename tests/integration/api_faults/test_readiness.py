@@ -15,10 +15,10 @@ import pytest
 
 from api.app import create_app
 from api.container import POSTGRES_BREAKER, Container
-from events.db import create_pool
 from events.deadletters import DeadLetterStore, NewDeadLetter
-from events.keys import ApiKeyStore
-from events.relay_status import RelayStatusWriter
+from events.relay.status import RelayStatusWriter
+from events.store.db import create_pool
+from events.store.keys import ApiKeyStore
 from runtime.settings import load_settings
 from tests.integration.platform import module_database
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from events.db import apply_migrations, create_pool
-from events.keys import ApiKeyStore
-from events.store import PostgresEventStore
+from events.store.db import apply_migrations, create_pool
+from events.store.keys import ApiKeyStore
+from events.store.postgres import PostgresEventStore
 from runtime.processes import find_free_port
 from tests.integration.platform import module_database
 

@@ -15,7 +15,7 @@ from core.envelope import Event, seal
 from core.evolve import evolve
 from core.model import Clause, EnvironmentConfig, Flag, Operator, Rule, Serve, Variation, WeightedVariation
 from core.state import Catalog, FlagState
-from events.db import apply_migrations, connect
+from events.store.db import apply_migrations, connect
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

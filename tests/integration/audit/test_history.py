@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from events.audit import AuditFilters, KafkaAuditLog, PostgresAuditLog, StreamSettings
-from events.db import create_pool
+from events.store.db import create_pool
 from tests.integration.audit.support import T0, apply_commands, checkout_story, create_topic, produce, store
 
 pytestmark = pytest.mark.integration

@@ -58,7 +58,7 @@ async def test_migration__applied_twice__idempotent(pool: asyncpg.Pool) -> None:
 
 
 async def test_migration__runner_applies_files_in_order__dead_letters_created(fresh_database: str) -> None:
-    db = pytest.importorskip("events.db")
+    db = pytest.importorskip("events.store.db")
     assert 10 in [m.version for m in db.load_migrations()]
     applied = await db.apply_migrations(fresh_database)
     assert 10 in applied and applied == sorted(applied)

@@ -21,9 +21,9 @@ from api.container import Container
 from core.envelope import GENESIS_HASH, Event, EventDraft, seal
 from core.errors import MalformedEvent
 from events.deadletters import DeadLetter, DeadLetterStore, NewDeadLetter, Stage
-from events.keys import ApiKeyStore
-from events.operations import Redriver, RedriverRegistry
-from events.store import PostgresEventStore
+from events.deadletters.operations import Redriver, RedriverRegistry
+from events.store.keys import ApiKeyStore
+from events.store.postgres import PostgresEventStore
 from runtime.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from core.envelope import Event, verify_chain
 from core.events import DeadLetterPurgedPayload, DeadLettersRedrivenPayload, read_payload
 from events.deadletters import DeadLetter, NewDeadLetter
-from events.operations import DEAD_LETTERS_STREAM
+from events.deadletters.operations import DEAD_LETTERS_STREAM
 from tests.integration.deadletters_api.conftest import DlqApi, a_letter, an_event
 
 pytestmark = pytest.mark.integration

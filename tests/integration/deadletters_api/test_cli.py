@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from cli.dlq import app
 from core.envelope import Event
 from core.events import DeadLetterPurgedPayload, read_payload
-from events.db import apply_migrations, create_pool
 from events.deadletters import DeadLetter, DeadLetterStore, NewDeadLetter
-from events.operations import DEAD_LETTERS_STREAM
-from events.store import PostgresEventStore
+from events.deadletters.operations import DEAD_LETTERS_STREAM
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from runtime.processes import run_coroutine_sync
 from tests.integration.deadletters_api.conftest import a_letter
 

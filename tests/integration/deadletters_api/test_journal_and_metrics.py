@@ -9,7 +9,7 @@ import pytest
 
 from core.envelope import verify_chain
 from core.events import DeadLetterPurgedPayload, DeadLetterRef
-from events.operations import (
+from events.deadletters.operations import (
     DEAD_LETTERS_STREAM,
     OperationsJournal,
     PostgresStreamHead,

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from events.db import apply_migrations, create_pool
-from events.store import PostgresEventStore
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from events.store import PostgresEventStore
+from events.store.postgres import PostgresEventStore
 
 
 class _OneConnection:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord
 
-from events.kafka import make_consumer
+from events.kafka.adapter import make_consumer
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,14 @@ import asyncpg
 
 from core.envelope import Event
 from events.deadletters import DeadLetterStore
-from events.kafka import KafkaPublisher, TopicSpec, make_producer
-from events.log_guard import LogGuard
+from events.kafka.adapter import KafkaPublisher, TopicSpec, make_producer
 from events.ports import PublishedRecord
-from events.relay import Relay
-from events.relay_letters import RelayLetters
-from events.relay_status import RelayStatusWriter
+from events.relay.letters import RelayLetters
+from events.relay.log_guard import LogGuard
+from events.relay.relay import Relay
+from events.relay.status import RelayStatusWriter
 from events.resilience import AsyncCircuitBreaker, RetryPolicy
-from events.store import PostgresEventStore
+from events.store.postgres import PostgresEventStore
 from tests.integration.events.kafka_log import LogRecord
 
 FAST_RETRY = RetryPolicy(max_attempts=2, max_delay=2.0, initial_wait=0.05, max_wait=0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from events.keys import ApiKeyStore, Principal, Role, hash_secret
+from events.store.keys import ApiKeyStore, Principal, Role, hash_secret
 
 
 @pytest.fixture

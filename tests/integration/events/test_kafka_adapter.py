@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from core.envelope import Event
-from events.kafka import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
+from events.kafka.adapter import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
 from tests.integration.events.kafka_log import read_topic
 from tests.unit.events.factories import make_chain
 

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 
-from events.db import apply_migrations, load_migrations
+from events.store.db import apply_migrations, load_migrations
 
 
 async def _recorded(url: str) -> list[int]:

@@ -9,9 +9,9 @@ import asyncpg
 import pytest
 
 from events.errors import VersionConflict
-from events.idempotency import IDEMPOTENCY_TTL
 from events.ports import EventStore, RelayPosition
-from events.store import PostgresEventStore
+from events.store.idempotency import IDEMPOTENCY_TTL
+from events.store.postgres import PostgresEventStore
 from tests.integration.events.held import HeldTransaction
 from tests.unit.events.factories import make_chain, make_event
 from tests.unit.events.store_contract import EventStoreContract

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from events.errors import PublishFailed
-from events.kafka import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
-from events.relay import Relay
-from events.store import PostgresEventStore
+from events.kafka.adapter import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
+from events.relay.relay import Relay
+from events.store.postgres import PostgresEventStore
 from runtime.processes import find_free_port
 from runtime.servers import KafkaServer
 from tests.integration.events.kafka_log import read_topic

@@ -13,11 +13,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from core.envelope import GENESIS_HASH, Event, verify_chain
-from events.db import Listener
 from events.errors import VersionConflict
-from events.kafka import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
-from events.relay import Relay
-from events.store import PostgresEventStore
+from events.kafka.adapter import KafkaPublisher, ensure_topics, flag_events_spec, make_producer
+from events.relay.relay import Relay
+from events.store.db import Listener
+from events.store.postgres import PostgresEventStore
 from tests.integration.events.held import HeldTransaction
 from tests.integration.events.kafka_log import LogRecord, read_topic
 from tests.unit.events.factories import make_event

@@ -12,10 +12,10 @@ import pytest
 
 from core.envelope import GENESIS_HASH, Event
 from events.deadletters import WAITING, DeadLetterFilter, DeadLetterStore
-from events.kafka import ensure_topics, flag_events_spec, metric_alerts_spec
-from events.relay import Relay
-from events.relay_letters import RelayRedriver, purge_relay_letter, redrive_relay_letters
-from events.store import PostgresEventStore
+from events.kafka.adapter import ensure_topics, flag_events_spec, metric_alerts_spec
+from events.relay.letters import RelayRedriver, purge_relay_letter, redrive_relay_letters
+from events.relay.relay import Relay
+from events.store.postgres import PostgresEventStore
 from tests.integration.events.kafka_log import read_topic
 from tests.integration.events.relay_rig import RelayRig, first_versions, make_publisher, relay_rig
 from tests.unit.events.factories import make_chain, make_event

@@ -15,10 +15,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from events.kafka import ensure_topics, flag_events_spec, metric_alerts_spec
-from events.relay_status import read_relay_status
+from events.kafka.adapter import ensure_topics, flag_events_spec, metric_alerts_spec
+from events.relay.status import read_relay_status
 from events.resilience import BreakerState
-from events.store import PostgresEventStore
+from events.store.postgres import PostgresEventStore
 from runtime.processes import find_free_port
 from runtime.servers import KafkaServer
 from tests.integration.events.kafka_log import read_topic

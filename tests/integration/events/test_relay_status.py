@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from events.relay_status import RelayStatusWriter, read_relay_status
+from events.relay.status import RelayStatusWriter, read_relay_status
 
 
 class _Clock:

@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from events.db import apply_migrations, create_pool
-from events.relay_status import read_relay_status
-from events.store import PostgresEventStore
+from events.relay.status import read_relay_status
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from runtime.processes import find_free_port
 from tests.integration.events.kafka_log import read_topic
 from tests.integration.events.relay_rig import eventually, first_versions

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from core.events import FlagEnabledPayload
 from core.evolve import replay
 from events.deadletters import WAITING, DeadLetter, DeadLetterFilter, DeadLetterStore
-from events.operations import RedriverRegistry
+from events.deadletters.operations import RedriverRegistry
 from projections.deadletters import ProjectorRedriver, redrive_projector_letters
 from projections.documents import decode_env_doc
 from projections.projector import Projector

@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core.envelope import Event
-from events.alerts import AlertQueries
-from events.db import create_pool
-from events.kafka import make_consumer
-from events.rollback import FlagResult, RollbackPolicy, RollbackWorker
-from events.service import CommandService
-from events.store import PostgresEventStore
+from events.commands.service import CommandService
+from events.kafka.adapter import make_consumer
+from events.rollback.alerts import AlertQueries
+from events.rollback.worker import FlagResult, RollbackPolicy, RollbackWorker
+from events.store.db import create_pool
+from events.store.postgres import PostgresEventStore
 from tests.integration.platform import Platform
 from workers.rollback import AlertConsumer
 

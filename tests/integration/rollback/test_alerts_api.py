@@ -14,9 +14,9 @@ import pytest
 from core.alerts import IncidentFlag, MetricAlertFiredPayload, alert_stream
 from core.envelope import GENESIS_HASH, seal
 from core.events import EventType, to_draft
-from events.incidents import IncidentRecorder
-from events.kafka import KafkaPublisher, make_consumer, make_producer
-from events.relay import Relay
+from events.kafka.adapter import KafkaPublisher, make_consumer, make_producer
+from events.relay.relay import Relay
+from events.rollback.incidents import IncidentRecorder
 from tests.integration.platform import Platform, module_database, start_platform
 from tests.integration.rollback.support import alertmanager_payload
 

@@ -18,7 +18,7 @@ import pytest
 from core.alerts import alert_stream
 from core.commands import EnableFlag
 from core.events import EventType
-from events.service import CommandMeta, CommandService
+from events.commands.service import CommandMeta, CommandService
 from projections.keys import Keyspace
 from tests.integration.platform import Platform, module_database, start_platform
 from tests.integration.rollback.support import (

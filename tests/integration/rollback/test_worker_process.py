@@ -16,10 +16,10 @@ from core.commands import CreateFlag, EnableFlag
 from core.envelope import GENESIS_HASH, seal
 from core.events import EventType, to_draft
 from core.model import AutoRollback, EnvironmentConfig, Flag, Serve
-from events.db import apply_migrations, create_pool
-from events.kafka import KafkaPublisher, ensure_topics, make_producer, metric_alerts_spec
-from events.service import CommandMeta, CommandService
-from events.store import PostgresEventStore
+from events.commands.service import CommandMeta, CommandService
+from events.kafka.adapter import KafkaPublisher, ensure_topics, make_producer, metric_alerts_spec
+from events.store.db import apply_migrations, create_pool
+from events.store.postgres import PostgresEventStore
 from tests.integration.rollback.support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.model import AutoRollback
-from events.rollback import RollbackPolicy
+from events.rollback.worker import RollbackPolicy
 from runtime.settings import load_settings
 
 

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from events.errors import DuplicateIdempotencyKey, IdempotencyKeyReused, VersionConflict
-from events.idempotency import IDEMPOTENCY_TTL, IdempotencyWrite, compute_request_hash, replay_response
 from events.ports import EventStore
+from events.store.idempotency import IDEMPOTENCY_TTL, IdempotencyWrite, compute_request_hash, replay_response
 from tests.unit.events.factories import make_chain, make_event
 
 _HASH_A = compute_request_hash("POST", "/api/v1/flags", {"key": "a"})

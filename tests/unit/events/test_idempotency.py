@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from events.idempotency import compute_request_hash
+from events.store.idempotency import compute_request_hash
 
 
 def test_request_hash__key_order_and_spacing__do_not_matter() -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from events.kafka import flag_events_spec, headers_for, metric_alerts_spec
+from events.kafka.adapter import flag_events_spec, headers_for, metric_alerts_spec
 from tests.unit.events.factories import make_event
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from events.idempotency import IDEMPOTENCY_TTL
-from events.memory import InMemoryEventStore
 from events.ports import EventStore
+from events.store.idempotency import IDEMPOTENCY_TTL
+from events.store.memory import InMemoryEventStore
 from tests.unit.events.store_contract import EventStoreContract
 
 

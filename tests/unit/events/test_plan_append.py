@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from events.keys import looks_like_secret
 from events.ports import plan_append
+from events.store.keys import looks_like_secret
 from tests.unit.events.factories import make_chain, make_event
 
 

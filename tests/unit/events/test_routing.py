@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.kafka import topic_for
+from events.kafka.adapter import topic_for
 
 TOPICS = {"flag_events_topic": "fe", "metric_alerts_topic": "ma"}
 

@@ -20,9 +20,9 @@ from core.commands import (
 from core.envelope import verify_chain
 from core.errors import FlagNotFound, InvalidCommand, InvalidConfiguration, SegmentInUse, VersionConflict
 from core.model import EnvironmentConfig, Flag, Segment
+from events.commands.service import CommandMeta, CommandService
 from events.errors import IdempotencyKeyReused
-from events.memory import InMemoryEventStore
-from events.service import CommandMeta, CommandService
+from events.store.memory import InMemoryEventStore
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

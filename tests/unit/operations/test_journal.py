@@ -17,14 +17,14 @@ from core.events import (
     read_payload,
     to_draft,
 )
-from events.idempotency import IdempotencyWrite
-from events.memory import InMemoryEventStore
-from events.operations import (
+from events.deadletters.operations import (
     DEAD_LETTERS_STREAM,
     OperationsContended,
     OperationsJournal,
     stream_head_of,
 )
+from events.store.idempotency import IdempotencyWrite
+from events.store.memory import InMemoryEventStore
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 REF = DeadLetterRef(

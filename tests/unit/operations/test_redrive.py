@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from core.events import DeadLetterRef, DeadLettersRedrivenPayload
 from events.deadletters import DeadLetter
-from events.operations import RedriveResult, RedriverRegistry, describe_letter
+from events.deadletters.operations import RedriveResult, RedriverRegistry, describe_letter
 
 NOW = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
 

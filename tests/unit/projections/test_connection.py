@@ -1,4 +1,4 @@
-"""The read side's Redis clients carry redis-py's asyncio retry class (a sync one is a warning, then an error)."""
+"""Read-side Redis clients carry redis-py's asyncio retry class (a sync one warns, then errors)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The relay: committed events from the Postgres outbox to Kafka, in order, at least once.
 
 Each round reads the events after the checkpoint — in ``(txid, seq)`` order and only below the
-xid horizon, so none that commits late is ever skipped (see :mod:`events.store`) — publishes
+xid horizon, so none that commits late is ever skipped (see :mod:`events.store.postgres`) — publishes
 them, waits for every ack, and only then moves the checkpoint. A crash between publish and
 checkpoint republishes the batch: consumers deduplicate by ``(flag_key, version)``.
 
@@ -12,10 +12,10 @@ Around that loop (issue 4; docs/write-side.md):
   Kafka at all — it sleeps until the breaker's reset timeout, then one trial goes through;
 - a permanent error for a batch is isolated event by event: the poison event is parked in the
   dead-letter queue and its flag held behind it; other flags keep flowing
-  (:mod:`events.relay_letters`);
-- a broker that lost its log is noticed (:mod:`events.log_guard`): the topics are recreated and
+  (:mod:`events.relay.letters`);
+- a broker that lost its log is noticed (:mod:`events.relay.log_guard`): the topics are recreated and
   the checkpoint goes back to the beginning, so everything is republished in order;
-- the relay's state goes to ``relay_status`` for the API (:mod:`events.relay_status`).
+- the relay's state goes to ``relay_status`` for the API (:mod:`events.relay.status`).
 
 It wakes on the store's ``NOTIFY`` and polls as a fallback.
 """
@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 import structlog
 
 from core.envelope import Event
-from events.db import Listener
 from events.errors import StoreUnavailable
-from events.log_guard import LogGuard
 from events.ports import EventPublisher, Outbox, PublishedRecord, RelayPosition, StoredEvent
-from events.relay_letters import RelayLetters
-from events.relay_status import RelayStatusWriter
+from events.relay.letters import RelayLetters
+from events.relay.log_guard import LogGuard
+from events.relay.status import RelayStatusWriter
 from events.resilience import AsyncCircuitBreaker, BreakerState, CircuitOpen, RetryPolicy, call_resilient
 from events.resilience import classify as classify_error
+from events.store.db import Listener
 from monitoring import metrics
 
 __all__ = ["DEFAULT_RETRY", "Relay"]

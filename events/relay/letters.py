@@ -27,7 +27,6 @@ import asyncpg
 import structlog
 
 from core.envelope import Event
-from events.db import CONNECTION_ERRORS
 from events.deadletters import (
     WAITING,
     DeadLetter,
@@ -40,6 +39,7 @@ from events.deadletters import (
 from events.errors import StoreUnavailable
 from events.ports import EventPublisher, PublishedRecord
 from events.resilience import classify
+from events.store.db import CONNECTION_ERRORS
 
 __all__ = [
     "RELAY_STAGE",
@@ -155,7 +155,7 @@ class RelayLetters:
 
 
 class RelayRedriver:
-    """The relay stage's :class:`events.operations.Redriver`: publishes at once what an operator's
+    """The relay stage's :class:`events.deadletters.operations.Redriver`: publishes at once what an operator's
     redrive freed (register it with ``RedriverRegistry.register("relay", ...)`` in the API/CLI).
     Letters come in (flag, version) order; a flag stops at its first permanent failure; a
     retriable failure propagates (the letters stay redriven; the relay process releases them)."""

@@ -43,11 +43,11 @@ from core.evolve import config_at, environment_changes_after, evolve, replay, re
 from core.model import EnvironmentConfig, Flag, Operator, Rule, Segment
 from core.state import Catalog, FlagState, SegmentState
 from events.errors import DuplicateIdempotencyKey
-from events.idempotency import IdempotencyRecord, IdempotencyWrite, replay_response
+from events.store.idempotency import IdempotencyRecord, IdempotencyWrite, replay_response
 
 __all__ = ["CommandMeta", "CommandOutcome", "CommandService", "CommandStore", "default_response"]
 
-log = structlog.get_logger("events.service")
+log = structlog.get_logger("events.commands.service")
 
 _MAX_DECIDE_ATTEMPTS = 25
 _MAX_CATALOG_FLAGS = 500

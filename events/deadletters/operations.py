@@ -62,7 +62,7 @@ __all__ = [
     "stream_head_of",
 ]
 
-log = structlog.get_logger("events.operations")
+log = structlog.get_logger("events.deadletters.operations")
 
 OPS_STREAM_PREFIX: Final = "ops:"
 DEAD_LETTERS_STREAM: Final = "ops:dead-letters"

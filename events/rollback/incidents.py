@@ -23,7 +23,7 @@ from core.alerts import (
 from core.envelope import GENESIS_HASH, Event, seal
 from core.errors import VersionConflict
 from core.events import EventType, FlagRolledBackPayload, read_payload, to_draft
-from events.alerts import AlertStore
+from events.rollback.alerts import AlertStore
 from monitoring import metrics
 
 __all__ = ["IncidentRecorder", "alert_name", "incident_id_for"]

@@ -7,7 +7,7 @@ For each ``MetricAlertFired`` event (read from ``flagstream.metric-alerts``):
    ``auto_rollback.confirmation_delay_seconds`` when it differs from the model default, else the
    worker's default); a ``MetricAlertResolved`` of that alert appended meanwhile cancels;
 3. decide again on the flag's fresh stream (a person may have acted meanwhile) and issue, through
-   :meth:`events.service.CommandService.execute`, ``RollBackEnvironment`` (or, in dry-run,
+   :meth:`events.commands.service.CommandService.execute`, ``RollBackEnvironment`` (or, in dry-run,
    ``RecordRollbackSkipped`` saying what it would have done) with ``expected_version`` = the
    version decided against, ``causation_id`` = the alert event id, and an idempotency key derived
    from (alert fingerprint, alert event, flag, environment, version);
@@ -48,9 +48,9 @@ from core.envelope import Event
 from core.errors import VersionConflict
 from core.events import EventType, read_payload
 from core.model import AutoRollback
-from events.alerts import AlertStore
-from events.incidents import IncidentRecorder, alert_name
-from events.service import CommandMeta, CommandOutcome
+from events.commands.service import CommandMeta, CommandOutcome
+from events.rollback.alerts import AlertStore
+from events.rollback.incidents import IncidentRecorder, alert_name
 from monitoring import metrics
 from runtime.settings import Settings
 

@@ -34,9 +34,9 @@ from core.alerts import (
 )
 from core.envelope import GENESIS_HASH, Event, seal
 from core.events import read_payload, to_draft
-from events.db import CONNECTION_ERRORS
 from events.errors import StoreUnavailable, VersionConflict
-from events.idempotency import IdempotencyWrite
+from events.store.db import CONNECTION_ERRORS
+from events.store.idempotency import IdempotencyWrite
 from monitoring import metrics
 
 __all__ = ["AlertIngestor", "AlertQueries", "AlertStore", "IncidentPage", "IngestedAlert"]

@@ -16,8 +16,8 @@ from enum import StrEnum
 
 import asyncpg
 
-from events.db import CONNECTION_ERRORS
 from events.errors import StoreUnavailable
+from events.store.db import CONNECTION_ERRORS
 
 __all__ = ["SECRET_PREFIX", "ApiKey", "ApiKeyStore", "Principal", "Role", "hash_secret", "looks_like_secret"]
 

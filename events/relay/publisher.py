@@ -32,8 +32,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from core.envelope import Event
 from events.errors import PublishFailed, PublishRejected, PublishTimeout
+from events.kafka.records import METRIC_ALERTS_TOPIC, headers_for, topic_for
 from events.ports import PublishedRecord
-from events.records import METRIC_ALERTS_TOPIC, headers_for, topic_for
 
 __all__ = ["DEFAULT_MAX_RECORD_BYTES", "KafkaPublisher", "RecordTooLarge"]
 
@@ -54,7 +54,7 @@ class KafkaPublisher:
     """Sends events keyed by stream key (one partition keeps a stream's order) and awaits every ack.
 
     ``topic``: the flag-events topic; ``alert:`` streams go to ``metric_alerts_topic``
-    (:func:`events.records.topic_for`). A whole publish is bounded by ``send_timeout`` seconds.
+    (:func:`events.kafka.records.topic_for`). A whole publish is bounded by ``send_timeout`` seconds.
     ``renew``: a factory for a fresh (not started) producer; with it the publisher replaces its
     producer after a failed publish and owns it (:meth:`close`). ``producer`` may then be None.
     """

@@ -28,10 +28,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from events.db import CONNECTION_ERRORS
 from events.errors import PublishFailed, StoreUnavailable
-from events.kafka import TopicSpec, ensure_topics
+from events.kafka.adapter import TopicSpec, ensure_topics
 from events.ports import PublishedRecord
+from events.store.db import CONNECTION_ERRORS
 
 __all__ = ["AckMark", "LogGuard", "probe_partitions"]
 

@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from events.db import CONNECTION_ERRORS
 from events.errors import StoreUnavailable
+from events.store.db import CONNECTION_ERRORS
 
 __all__ = ["RelayStatus", "RelayStatusWriter", "read_relay_status"]
 

@@ -32,9 +32,9 @@ import asyncpg
 import structlog
 
 from core.envelope import Event
-from events.idempotency import IdempotencyRecord, IdempotencyWrite
 from events.ports import EventStore
 from events.resilience import AsyncCircuitBreaker, CircuitOpen, RetryPolicy, call_resilient, is_retriable
+from events.store.idempotency import IdempotencyRecord, IdempotencyWrite
 
 __all__ = ["READ_RETRY", "GuardedEventStore", "failed_before_sending"]
 

@@ -17,14 +17,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from events.errors import PublishFailed
-from events.publisher import KafkaPublisher
-from events.records import (
+from events.kafka.records import (
     ALERT_STREAM_PREFIX,
     FLAG_EVENTS_TOPIC,
     METRIC_ALERTS_TOPIC,
     headers_for,
     topic_for,
 )
+from events.relay.publisher import KafkaPublisher
 
 __all__ = [
     "ALERT_STREAM_PREFIX",
@@ -124,7 +124,7 @@ def make_producer(
     ``enable_idempotence=False``: tansu (the local broker) fails ``InitProducerId``. On Apache
     Kafka you want it on (no duplicates from internal retries, order kept with several in-flight
     requests); consumers deduplicate by ``(flag_key, version)`` either way. How the publisher keeps
-    a partition in order across failed sends: :class:`events.publisher.KafkaPublisher`.
+    a partition in order across failed sends: :class:`events.relay.publisher.KafkaPublisher`.
     ``max_batch_size``: the publisher sends a partition's share of a relay batch as one record
     batch where it fits (half a megabyte; Kafka's default ``message.max.bytes`` is 1 MiB).
     """

@@ -1,6 +1,6 @@
 """Idempotency keys: the same key and request within 24 h answers the first response again.
 
-A record is written by :meth:`events.store.EventStore.append` in the same transaction as the
+A record is written by :meth:`events.store.postgres.EventStore.append` in the same transaction as the
 events it answers for, so a response is stored if and only if its events are. Records are
 scoped by principal (two clients may pick the same key) and expire after :data:`IDEMPOTENCY_TTL`:
 an expired record is ignored by lookups and replaced by the next write with its key.

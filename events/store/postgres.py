@@ -20,7 +20,7 @@ checkpoint. Per stream this order *is* version order: version n+1 is only insert
 appending transaction has seen version n committed, so its xid (assigned at its first write,
 which comes after that read) is larger; several events of one append share an xid and are in
 seq order. The cost: an open transaction anywhere in the cluster holds the relay back until
-it ends (keep transactions short). Appends ``NOTIFY`` :data:`events.db.EVENTS_CHANNEL` on commit.
+it ends (keep transactions short). Appends ``NOTIFY`` :data:`events.store.db.EVENTS_CHANNEL` on commit.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ import asyncpg
 import structlog
 
 from core.envelope import Event
-from events.db import CONNECTION_ERRORS, EVENTS_CHANNEL
 from events.errors import DuplicateIdempotencyKey, StoreUnavailable, VersionConflict
-from events.idempotency import IDEMPOTENCY_TTL, IdempotencyRecord, IdempotencyWrite
 from events.ports import EventStore, Outbox, RelayPosition, StoredEvent, plan_append
+from events.store.db import CONNECTION_ERRORS, EVENTS_CHANNEL
+from events.store.idempotency import IDEMPOTENCY_TTL, IdempotencyRecord, IdempotencyWrite
 
 __all__ = ["EventStore", "Outbox", "PostgresEventStore", "RelayPosition", "StoredEvent"]
 

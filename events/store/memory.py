@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from core.envelope import Event
 from events.errors import DuplicateIdempotencyKey, VersionConflict
-from events.idempotency import IDEMPOTENCY_TTL, IdempotencyRecord, IdempotencyWrite
 from events.ports import plan_append
+from events.store.idempotency import IDEMPOTENCY_TTL, IdempotencyRecord, IdempotencyWrite
 
 __all__ = ["InMemoryEventStore"]
 

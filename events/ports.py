@@ -70,6 +70,11 @@ class EventStore(Protocol):
 
     async def find_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None: ...
 
+    async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
+        """Keep the answer of a command that wrote no event (a no-op) under its key;
+        ``DuplicateIdempotencyKey`` when a live record with that key exists."""
+        ...
+
     async def stream_keys(self) -> list[str]: ...
 
 

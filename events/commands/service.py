@@ -10,7 +10,11 @@ did not, the command is decided again on the fresh state (bounded), as a person 
 Idempotency: with a key, the same key and request body within 24 h returns the first response and
 writes nothing; the same key with another body is ``422 idempotency_key_reused``. The idempotency
 record is written in the same transaction as the events, so a response is remembered iff its
-events exist.
+events exist; a command that changes nothing keeps its answer under its key too. Two requests
+with one key in flight at once both get the first answer: in one process the key is looked up
+under the stream's lock (the second waits for the first), across processes a conflict or domain
+error (``FlagExists``, ``VersionConflict``...) looks the key up again before it is raised — the
+winner's events and answer commit in one transaction, so whoever sees its events sees its answer.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from core.commands import (
 from core.conditions import iter_clauses
 from core.decide import decide, decide_segment
 from core.envelope import SEGMENT_STREAM_PREFIX, Event, EventDraft, seal
-from core.errors import InvalidCommand, VersionConflict
+from core.errors import DomainError, InvalidCommand, VersionConflict
 from core.events import AlertInfo
 from core.evolve import config_at, environment_changes_after, evolve, replay, replay_segment
 from core.model import EnvironmentConfig, Flag, Operator, Rule, Segment
@@ -63,6 +67,10 @@ class CommandStore(Protocol):
     ) -> None: ...
 
     async def find_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
+        """Keep the answer of a command that wrote nothing; ``DuplicateIdempotencyKey`` if taken."""
+        ...
 
     async def stream_keys(self) -> list[str]: ...
 
@@ -122,12 +130,28 @@ class CommandService:
         self._cache_size = cache_size
 
     async def execute(self, command: Command, meta: CommandMeta) -> CommandOutcome:
-        if meta.idempotency_key:
-            previous = await self._store.find_idempotency(meta.actor, meta.idempotency_key)
-            if previous is not None:
-                return self._replay_response(previous, meta)
         async with self._stream_lock(_stream_of(command)):
-            return await self._execute_with_retries(command, meta)
+            # Under the lock: a request with the same key that was in flight here has answered by now.
+            previous = await self._answer_of(meta)
+            if previous is not None:
+                return previous
+            try:
+                return await self._execute_with_retries(command, meta)
+            except DomainError:
+                # Another process may have answered this key between our look-up and our decision
+                # (its events and its answer commit together): that answer wins over our conflict.
+                previous = await self._answer_of(meta)
+                if previous is not None:
+                    log.info("command.idempotent_race_answered", key=meta.idempotency_key)
+                    return previous
+                raise
+
+    async def _answer_of(self, meta: CommandMeta) -> CommandOutcome | None:
+        """The remembered answer to ``meta``'s idempotency key (``422`` for another body), if any."""
+        if not meta.idempotency_key:
+            return None
+        previous = await self._store.find_idempotency(meta.actor, meta.idempotency_key)
+        return None if previous is None else self._replay_response(previous, meta)
 
     async def _execute_with_retries(self, command: Command, meta: CommandMeta) -> CommandOutcome:
         attempts = 0
@@ -227,16 +251,18 @@ class CommandService:
         )
         version = events[-1].version if events else last_version
         status, body = default_response(stream, version, events)
+        idempotency = None
+        if meta.idempotency_key and meta.request_hash:
+            idempotency = IdempotencyWrite(
+                principal=meta.actor,
+                key=meta.idempotency_key,
+                request_hash=meta.request_hash,
+                status=status,
+                response=body,
+            )
+        if not events and idempotency is not None:
+            await self._store.remember_answer(idempotency)  # a no-op is an answer too: the key keeps it
         if events:
-            idempotency = None
-            if meta.idempotency_key and meta.request_hash:
-                idempotency = IdempotencyWrite(
-                    principal=meta.actor,
-                    key=meta.idempotency_key,
-                    request_hash=meta.request_hash,
-                    status=status,
-                    response=body,
-                )
             await self._store.append(events, idempotency=idempotency)
             if state_before is not None:
                 after = state_before

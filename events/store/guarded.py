@@ -106,6 +106,11 @@ class GuardedEventStore:
     async def stream_keys(self) -> list[str]:
         return await self.guard_read(self._store.stream_keys)
 
+    async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
+        """Retried like a read: writing the same answer again is refused as a duplicate, which the
+        command service answers with the (same) stored response."""
+        await self.guard_read(self._store.remember_answer, idempotency)
+
     async def append(self, events: Sequence[Event], *, idempotency: IdempotencyWrite | None = None) -> None:
         attempt = 0
         while True:

@@ -43,23 +43,33 @@ class InMemoryEventStore:
         if not firsts:
             raise ValueError("append needs at least one event")
         for stream, first in firsts.items():
-            current = await self.current_version(stream)
+            current = len(self._streams.get(stream, []))
             if current != first - 1:
                 raise VersionConflict(expected_version=first - 1, current_version=current, stream=stream)
         if any(e.event_id in self._ids for e in events):
             raise ValueError("an event with this id is already stored")
         if idempotency is not None:
-            if await self.find_idempotency(idempotency.principal, idempotency.key) is not None:
-                raise DuplicateIdempotencyKey(idempotency.key)
-            self._idempotency[(idempotency.principal, idempotency.key)] = IdempotencyRecord(
-                idempotency.principal, idempotency.key, idempotency.request_hash,
-                idempotency.status, idempotency.response, self._now(),
-            )
+            self._remember(idempotency)
         for event in events:
             self._streams.setdefault(event.flag_key, []).append(event)
             self._ids.add(event.event_id)
 
+    async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
+        self._remember(idempotency)
+
+    def _remember(self, idempotency: IdempotencyWrite) -> None:
+        """Synchronous, so an append (version check, record, events) is atomic on the event loop."""
+        if self._live_record(idempotency.principal, idempotency.key) is not None:
+            raise DuplicateIdempotencyKey(idempotency.key)
+        self._idempotency[(idempotency.principal, idempotency.key)] = IdempotencyRecord(
+            idempotency.principal, idempotency.key, idempotency.request_hash,
+            idempotency.status, idempotency.response, self._now(),
+        )
+
     async def find_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None:
+        return self._live_record(principal, key)
+
+    def _live_record(self, principal: str, key: str) -> IdempotencyRecord | None:
         record = self._idempotency.get((principal, key))
         if record is None or record.created_at <= self._now() - self._ttl:
             return None

@@ -126,6 +126,14 @@ class PostgresEventStore:
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"append failed, Postgres unreachable: {e}") from e
 
+    async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
+        """The answer of a command that appended nothing, kept under its key (no event written)."""
+        try:
+            async with self._pool.acquire() as conn:
+                await self._write_idempotency(conn, idempotency)
+        except CONNECTION_ERRORS as e:
+            raise StoreUnavailable(f"idempotency record not written, Postgres unreachable: {e}") from e
+
     async def _write_idempotency(self, conn: asyncpg.Connection, write: IdempotencyWrite) -> None:
         inserted = await conn.fetchval(
             _UPSERT_IDEMPOTENCY, write.principal, write.key, write.request_hash, write.status,

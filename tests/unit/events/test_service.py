@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -17,11 +18,12 @@ from core.commands import (
     SetEnvironmentConfig,
     UpdateFlagMetadata,
 )
-from core.envelope import verify_chain
+from core.envelope import Event, verify_chain
 from core.errors import FlagNotFound, InvalidCommand, InvalidConfiguration, SegmentInUse, VersionConflict
 from core.model import EnvironmentConfig, Flag, Segment
 from events.commands.service import CommandMeta, CommandService
 from events.errors import IdempotencyKeyReused
+from events.store.idempotency import IdempotencyRecord, IdempotencyWrite
 from events.store.memory import InMemoryEventStore
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -68,17 +70,105 @@ async def test_execute__stale_expected_version__conflict_names_current_version()
     assert caught.value.current_version == 1
 
 
+class _YieldingStore(InMemoryEventStore):
+    """Yields to the loop around every read and append, as a networked store does, and counts how
+    many calls were in flight at once (the in-memory store alone never yields: no race at all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.peak = 0
+        self.conflicts = 0
+
+    async def _pause(self) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)
+        finally:
+            self.in_flight -= 1
+
+    async def read_stream(self, stream_key: str, *, to_version: int | None = None) -> list[Event]:
+        await self._pause()
+        return await super().read_stream(stream_key, to_version=to_version)
+
+    async def find_idempotency(self, principal: str, key: str) -> IdempotencyRecord | None:
+        await self._pause()
+        return await super().find_idempotency(principal, key)
+
+    async def append(self, events: Sequence[Event], *, idempotency: IdempotencyWrite | None = None) -> None:
+        await self._pause()
+        try:
+            await super().append(events, idempotency=idempotency)
+        except VersionConflict:
+            self.conflicts += 1
+            raise
+
+
 async def test_execute__unpinned_commands_race__both_land_in_order() -> None:
-    service, store = _service()
-    await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
+    # Two services (two API processes) on one store that yields: their commands really interleave.
+    store = _YieldingStore()
+    first, _ = _service(store)
+    second, _ = _service(store)
+    await first.execute(CreateFlag(flag=Flag(key="checkout")), META)
 
     await asyncio.gather(
-        *(service.execute(UpdateFlagMetadata(flag_key="checkout", name=f"n{i}"), META) for i in range(10))
+        *(
+            (first if i % 2 else second).execute(UpdateFlagMetadata(flag_key="checkout", name=f"n{i}"), META)
+            for i in range(10)
+        )
     )
 
     events = await store.read_stream("checkout")
+    assert store.peak > 1 and store.conflicts > 0  # the race happened and was retried
     assert [e.version for e in events] == list(range(1, 12))
     assert verify_chain(events) is None
+
+
+async def test_execute__same_key_in_flight_twice_in_one_process__both_get_the_first_answer() -> None:
+    store = _YieldingStore()
+    service, _ = _service(store)
+    meta = CommandMeta(actor="alice", idempotency_key="k1", request_hash="h1")
+
+    create = CreateFlag(flag=Flag(key="checkout"))
+    answers = await asyncio.gather(*(service.execute(create, meta) for _ in range(2)))
+
+    assert [a.status for a in answers] == [201, 201]
+    assert answers[0].response == answers[1].response and sorted(a.replayed for a in answers) == [False, True]
+    assert await store.current_version("checkout") == 1
+
+
+async def test_execute__same_key_in_flight_in_two_processes__both_get_the_first_answer() -> None:
+    store = _YieldingStore()
+    services = [_service(store)[0] for _ in range(2)]
+    meta = CommandMeta(actor="alice", idempotency_key="k1", request_hash="h1")
+
+    create = CreateFlag(flag=Flag(key="checkout"))
+    answers = await asyncio.gather(*(s.execute(create, meta) for s in services))
+
+    assert [a.status for a in answers] == [201, 201] and answers[0].response == answers[1].response
+    assert await store.current_version("checkout") == 1
+
+
+async def test_execute__no_op_keeps_its_key__same_key_other_body_rejected() -> None:
+    service, store = _service()
+    await service.execute(CreateFlag(flag=Flag(key="checkout")), META)
+    await service.execute(
+        SetEnvironmentConfig(flag_key="checkout", environment="production", config=_config()), META
+    )
+    noop = CommandMeta(actor="alice", idempotency_key="k1", request_hash="h1")
+
+    first = await service.execute(EnableFlag(flag_key="checkout", environment="production"), noop)
+    again = await service.execute(EnableFlag(flag_key="checkout", environment="production"), noop)
+
+    assert first.response["changed"] is False and again.replayed and again.response == first.response
+    with pytest.raises(IdempotencyKeyReused):
+        await service.execute(
+            DisableFlag(flag_key="checkout", environment="production"),
+            CommandMeta(actor="alice", idempotency_key="k1", request_hash="h2"),
+        )
+    assert await store.current_version("checkout") == 2
 
 
 async def test_execute__same_idempotency_key_and_body__first_response_no_second_event() -> None:

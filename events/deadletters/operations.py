@@ -6,13 +6,15 @@ Every purge and every redrive of dead letters is an event of the stream ``ops:de
 version check (a concurrent operator action moves the head: re-read it and retry), published by
 the relay and skipped by projectors (``ops:`` prefix). The actor is the authenticated principal.
 
-Order of one action: the dead letter is resolved first (one atomic ``UPDATE`` that refuses a
-letter already resolved), then the event is recorded. If recording fails for good, the letter's
-own ``resolved_by`` / ``resolve_reason`` still say who did what, and the error reaches the caller.
+One action is one Postgres transaction: the dead letter is resolved (an ``UPDATE`` that refuses a
+letter already resolved) and the event appended on the same connection, so both commit or
+neither does — a failed append leaves the letter parked and nothing recorded, and the error
+reaches the caller, who may simply try again.
 
-Redrive: the letters are marked ``redriven`` (their stage releases them in version order, see
-:meth:`events.deadletters.DeadLetterStore.releasable`); then the :class:`Redriver` registered for
-their stage, if any, reprocesses them at once. A redriver that fails leaves them to the stage.
+Redrive: the letters are marked ``redriven`` with the event (their stage releases them in version
+order, see :meth:`events.deadletters.DeadLetterStore.releasable`); after the commit the
+:class:`Redriver` registered for their stage, if any, reprocesses them at once. A redriver that
+fails leaves them to the stage.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from events.deadletters import (
 from events.errors import VersionConflict
 from events.ports import EventStore
 from events.resilience.classify import describe_error
+from events.store.postgres import append_on
 
 __all__ = [
     "DEAD_LETTERS_STREAM",
@@ -98,7 +101,7 @@ def stream_head_of(store: EventStore) -> StreamHead:
 class PostgresStreamHead:
     """:class:`StreamHead` on the ``events`` table: one indexed row, however long the stream."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
         self._pool = pool
 
     async def __call__(self, stream_key: str) -> tuple[int, str]:
@@ -139,14 +142,17 @@ class OperationsJournal:
         reason: str | None,
         correlation_id: str | None = None,
         stream: str = DEAD_LETTERS_STREAM,
+        conn: asyncpg.Connection | None = None,
     ) -> Event:
+        """Append the action's event; with ``conn``, inside the caller's transaction on it (the
+        event then commits or rolls back with the action itself)."""
         if not stream.startswith(OPS_STREAM_PREFIX):
             raise ValueError(f"operator actions go to an {OPS_STREAM_PREFIX!r} stream, not {stream!r}")
         draft = to_draft(payload)
         last_conflict: VersionConflict | None = None
         async with self._lock:  # one writer per process; other processes are retried below
             for attempt in range(1, self._max_attempts + 1):
-                version, prev_hash = await self._head(stream)
+                version, prev_hash = await (self._head if conn is None else PostgresStreamHead(conn))(stream)
                 event = seal(
                     draft,
                     event_id=self._new_id(),
@@ -159,7 +165,10 @@ class OperationsJournal:
                     correlation_id=correlation_id,
                 )
                 try:
-                    await self._store.append([event])
+                    if conn is None:
+                        await self._store.append([event])
+                    else:
+                        await append_on(conn, [event])
                 except VersionConflict as e:
                     log.info(
                         "operations.append_conflict", stream=stream, attempt=attempt, version=version + 1
@@ -244,19 +253,24 @@ class DeadLetterOperations:
         self, letter_id: int, *, actor: str, reason: str, correlation_id: str | None = None
     ) -> tuple[DeadLetter, Event]:
         """Purge a parked letter (its stage skips the event for good) and record ``DeadLetterPurged``."""
-        letter = await self.dlq.mark_purged(letter_id, actor, reason)
+        async with self.dlq.transaction() as (dlq, conn):
+            letter = await dlq.mark_purged(letter_id, actor, reason)
+            payload = DeadLetterPurgedPayload(letter=describe_letter(letter))
+            event = await self._journal.record(
+                payload, actor=actor, reason=reason, correlation_id=correlation_id, conn=conn
+            )
         log.info(
             "dead_letter.purged", letter_id=letter.id, stage=letter.stage, flag=letter.flag_key, actor=actor
         )
-        payload = DeadLetterPurgedPayload(letter=describe_letter(letter))
-        event = await self._journal.record(payload, actor=actor, reason=reason, correlation_id=correlation_id)
         return letter, event
 
     async def redrive(
         self, letter_id: int, *, actor: str, reason: str | None = None, correlation_id: str | None = None
     ) -> RedriveResult:
-        letter = await self.dlq.mark_redriven(letter_id, actor, reason)
-        return await self._finish_redrive([letter], None, actor, reason, correlation_id, more=False)
+        async with self.dlq.transaction() as (dlq, conn):
+            letter = await dlq.mark_redriven(letter_id, actor, reason)
+            event = await self._record_redrive([letter], None, actor, reason, correlation_id, conn)
+        return await self._finish_redrive([letter], event, more=False)
 
     async def redrive_matching(
         self,
@@ -269,30 +283,41 @@ class DeadLetterOperations:
         correlation_id: str | None = None,
     ) -> RedriveResult:
         """Redrive up to ``limit`` parked letters matching ``flt``, oldest first."""
-        letters = await self.dlq.mark_redriven_matching(flt, actor, reason, limit=limit)
-        more = False
-        if len(letters) >= min(limit, MAX_PAGE):
-            more = bool((await self.dlq.list(flt, limit=1)).items)
         described = dict(described_filter) if described_filter is not None else None
-        return await self._finish_redrive(letters, described, actor, reason, correlation_id, more=more)
+        async with self.dlq.transaction() as (dlq, conn):
+            letters = await dlq.mark_redriven_matching(flt, actor, reason, limit=limit)
+            more = False
+            if len(letters) >= min(limit, MAX_PAGE):
+                more = bool((await dlq.list(flt, limit=1)).items)
+            event = await self._record_redrive(letters, described, actor, reason, correlation_id, conn)
+        return await self._finish_redrive(letters, event, more=more)
 
-    async def _finish_redrive(
+    async def _record_redrive(
         self,
         letters: list[DeadLetter],
         described_filter: dict[str, JsonValue] | None,
         actor: str,
         reason: str | None,
         correlation_id: str | None,
-        *,
-        more: bool,
-    ) -> RedriveResult:
+        conn: asyncpg.Connection,
+    ) -> Event | None:
+        """``DeadLettersRedriven`` for ``letters``, in the transaction that marked them (none: no event)."""
         if not letters:
-            return RedriveResult([], None, more=more)
-        log.info("dead_letters.redriven", count=len(letters), actor=actor)
+            return None
         payload = DeadLettersRedrivenPayload(
             letters=tuple(describe_letter(letter) for letter in letters), filter=described_filter
         )
-        event = await self._journal.record(payload, actor=actor, reason=reason, correlation_id=correlation_id)
+        return await self._journal.record(
+            payload, actor=actor, reason=reason, correlation_id=correlation_id, conn=conn
+        )
+
+    async def _finish_redrive(
+        self, letters: list[DeadLetter], event: Event | None, *, more: bool
+    ) -> RedriveResult:
+        """After the commit: the stages' redrivers reprocess what the redrive freed."""
+        if not letters:
+            return RedriveResult([], None, more=more)
+        log.info("dead_letters.redriven", count=len(letters), actor=letters[0].resolved_by)
         reprocessed, failures = await self._run_redrivers(letters)
         return RedriveResult(letters, event, reprocessed, failures, more)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final
 
 import asyncpg
@@ -138,8 +138,24 @@ def _where(flt: DeadLetterFilter, after_id: int | None) -> tuple[str, list[Any]]
 class DeadLetterStore:
     """The dead-letter queue on an asyncpg pool. Unavailable database: :class:`StoreUnavailable`."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
         self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[tuple[DeadLetterStore, asyncpg.Connection]]:
+        """One Postgres transaction: a store bound to it, and its connection for the other writes
+        that must commit or roll back with the letters' changes (an operator action's event)."""
+        if isinstance(self._pool, asyncpg.Connection):
+            async with self._pool.transaction():
+                yield self, self._pool
+            return
+        with _translated("transaction"):
+            conn = await self._pool.acquire()
+        try:
+            async with conn.transaction():
+                yield DeadLetterStore(conn), conn
+        finally:
+            await self._pool.release(conn)
 
     async def park(self, letter: NewDeadLetter) -> DeadLetter:
         """Park ``letter``; the same thing parked again at the same stage adds its attempts."""

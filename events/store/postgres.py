@@ -38,7 +38,7 @@ from events.ports import EventStore, Outbox, RelayPosition, StoredEvent, plan_ap
 from events.store.db import CONNECTION_ERRORS, EVENTS_CHANNEL
 from events.store.idempotency import IDEMPOTENCY_TTL, IdempotencyRecord, IdempotencyWrite
 
-__all__ = ["EventStore", "Outbox", "PostgresEventStore", "RelayPosition", "StoredEvent"]
+__all__ = ["EventStore", "Outbox", "PostgresEventStore", "RelayPosition", "StoredEvent", "append_on"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,36 @@ def _row_of(event: Event) -> tuple[object, ...]:
         event.event_id, event.flag_key, event.version, event.type, event.environment,
         event.occurred_at, event.actor, event.hash, event.to_json(),
     )
+
+
+async def _insert_checked(conn: asyncpg.Connection, firsts: dict[str, int], events: Sequence[Event]) -> None:
+    for stream, first in firsts.items():
+        current = await conn.fetchval(_CURRENT_AND_NOTIFY, stream, EVENTS_CHANNEL)
+        if current != first - 1:
+            raise VersionConflict(expected_version=first - 1, current_version=current, stream=stream)
+    if len(events) == 1:
+        await conn.execute(_INSERT, *_row_of(events[0]))
+    else:
+        await conn.executemany(_INSERT, [_row_of(e) for e in events])
+
+
+async def append_on(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    """Append ``events`` within the caller's transaction on ``conn`` (a savepoint: a conflict undoes
+    only this append), so they commit or roll back with whatever else the caller does there — an
+    operator's action and its audit event, for one. ``VersionConflict`` when a stream moved on."""
+    firsts = plan_append(events)
+    if not firsts:
+        raise ValueError("append needs at least one event")
+    try:
+        async with conn.transaction():
+            await _insert_checked(conn, firsts, events)
+    except asyncpg.UniqueViolationError as e:
+        if e.constraint_name != "events_flag_key_version_key":
+            raise ValueError(f"an event with this id is already stored: {e.detail}") from e
+        stream, first = next(iter(firsts.items()))
+        raise VersionConflict(expected_version=first - 1, current_version=first, stream=stream) from e
+    except CONNECTION_ERRORS as e:
+        raise StoreUnavailable(f"append failed, Postgres unreachable: {e}") from e
 
 
 class PostgresEventStore:
@@ -108,15 +138,7 @@ class PostgresEventStore:
             raise ValueError("append needs at least one event")
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                for stream, first in firsts.items():
-                    current = await conn.fetchval(_CURRENT_AND_NOTIFY, stream, EVENTS_CHANNEL)
-                    if current != first - 1:
-                        raise VersionConflict(expected_version=first - 1, current_version=current,
-                                              stream=stream)
-                if len(events) == 1:
-                    await conn.execute(_INSERT, *_row_of(events[0]))
-                else:
-                    await conn.executemany(_INSERT, [_row_of(e) for e in events])
+                await _insert_checked(conn, firsts, events)
                 if idempotency is not None:
                     await self._write_idempotency(conn, idempotency)
         except asyncpg.UniqueViolationError as e:

@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -46,7 +45,6 @@ from events.deadletters import (
 )
 from events.deadletters.gate import DeadLetterGate
 from events.errors import StoreUnavailable
-from events.resilience import describe_error, is_retriable
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
 from projections.readmodel import ApplyOutcome, ApplyResult, Checkpoint
 from projections.resilience import ResilientReadModel
@@ -146,7 +144,7 @@ class ProjectorDeadLetters:
         """``None``: project ``event``. Otherwise it was held (parked as waiting behind its flag's
         blocker) and the checkpoint moved past it: the outcome of that move."""
         async with _store_calls("screen"):
-            if not await self.gate.is_blocked(event.flag_key):
+            if not await self.gate.holds(event):  # the ordering rule: only its blocker's version on waits
                 return None
         if event.version <= await self.read_model.stored_version(event.flag_key):
             # Already projected: a redelivery (e.g. after a rewind) is a duplicate, not a letter to hold.
@@ -245,59 +243,17 @@ class ProjectorRedriver:
     """The projector stage's :class:`events.deadletters.operations.Redriver`: reprocesses at once, in the
     order given ((flag, version)), the letters a redrive freed, through the read model's
     compare-and-set (a running projector releasing the same letters changes nothing twice).
-    A letter that fails permanently again is parked again and holds the rest of its flag."""
+    A letter that fails permanently again is parked again and holds the rest of its flag — the
+    gate's own release path (:meth:`DeadLetterGate.retry_letters`), so the rule is the same."""
 
     def __init__(self, dlq: DeadLetterStore, read_model: ResilientReadModel) -> None:
-        self._dlq = dlq
         self._hooks = ProjectorDeadLetters(dlq, read_model)
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> int:
-        reprocessed = 0
-        failed: set[str | None] = set()
+        ours = [letter for letter in letters if letter.stage == STAGE]
         async with _store_calls("redrive"):
-            for letter in letters:
-                if letter.stage != STAGE or letter.flag_key in failed:
-                    continue
-                if await self._reprocess(letter):
-                    reprocessed += 1
-                else:
-                    failed.add(letter.flag_key)
-        return reprocessed
-
-    async def _reprocess(self, letter: DeadLetter) -> bool:
-        content = letter.event_body if letter.event_body is not None else letter.raw_record
-        try:
-            if content is None:
-                raise ValueError("the dead letter holds neither an event nor a record")
-            await self._hooks.apply_released(Event.from_json(content))
-        except Exception as exc:
-            if is_retriable(exc):
-                raise
-            await self._park_again(letter, exc)
-            return False
-        with contextlib.suppress(DeadLetterResolved):  # the running projector got there first
-            await self._dlq.mark_reprocessed(letter.id)
-        return True
-
-    async def _park_again(self, letter: DeadLetter, exc: Exception) -> None:
-        """As :class:`DeadLetterGate` does: a waiting letter becomes the blocker in place, a
-        redriven one gets a new parked letter and is recorded as processed."""
-        error_class, message = describe_error(exc)
-        fields = {name: getattr(letter, name) for name in ("flag_key", "version", "event_id", "event_body")}
-        again = NewDeadLetter(
-            stage=STAGE,
-            error_class=error_class,
-            error_message=message,
-            raw_record=letter.raw_record,
-            kafka=letter.kafka,
-            attempts=letter.attempts + 1 if letter.status == "redriven" else 1,
-            **fields,
-        )
-        await self._dlq.park(again)
-        if letter.status == "redriven":
-            with contextlib.suppress(DeadLetterResolved):
-                await self._dlq.mark_reprocessed(letter.id)
-        _log.warning("projector.reparked", letter=letter.id, stream=letter.flag_key, error_class=error_class)
+            report = await self._hooks.gate.retry_letters(ours, self._hooks.apply_released)
+        return report.processed
 
 
 async def redrive_projector_letters(

@@ -5,9 +5,11 @@ rollback worker parks the event — or the raw record when it could not even be 
 where it failed, the error, attempts, first/last failure times and the Kafka coordinates when
 known. Retriable failures never come here: they are retried, or wait behind an open breaker.
 
-Ordering rule: while a flag has a parked letter at a stage, later events of that flag must not
-pass that stage (:meth:`DeadLetterStore.blocked_flags`); they wait behind it until it is redriven
-or purged. Other flags keep flowing. Letters are never deleted: redrive and purge *resolve* them.
+Ordering rule (:mod:`events.deadletters.ordering`, the one place every stage asks): while a flag
+has a parked letter at a stage, its events from the blocker's version on must not pass that stage;
+they wait behind it until it is redriven or purged. Earlier versions (seen again after a rewind,
+a Redis wipe or a republish) pass. Other flags keep flowing. Letters are never deleted: redrive
+and purge *resolve* them.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ from events.deadletters.models import (
     NewDeadLetter,
     Stage,
 )
+from events.deadletters.ordering import Blockers, repark
 from events.deadletters.store import DeadLetterStore
 
 __all__ = [
     "MAX_PAGE",
     "STAGES",
     "WAITING",
+    "Blockers",
     "DeadLetter",
     "DeadLetterFilter",
     "DeadLetterGate",
@@ -49,6 +53,7 @@ __all__ = [
     "ReleaseReport",
     "Stage",
     "export_dead_letter_metrics",
+    "repark",
 ]
 
 

@@ -1,7 +1,8 @@
 """The ordering rule for one stage, in one place: the relay and the projector pass every event
 through :meth:`DeadLetterGate.process` and call :meth:`DeadLetterGate.release` between batches.
 
-- an event of a blocked flag is parked as *waiting* (durably, so the stage may move on);
+- an event at or after its flag's blocker is parked as *waiting* (durably, so the stage may move
+  on); what came before the blocker passes (:class:`events.deadletters.ordering.Blockers`);
 - an event whose processing fails *permanently* is parked as the flag's blocker;
 - a *retriable* failure (``CircuitOpen`` included) propagates: the caller keeps the work;
 - :meth:`release` processes again, in version order, what operators redrove and what waited
@@ -14,16 +15,17 @@ so the cached set is never missing a flag that Postgres says is blocked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import structlog
 
 from core.envelope import Event
-from events.deadletters.models import DeadLetter, KafkaCoordinates, NewDeadLetter, Stage
+from events.deadletters.models import DeadLetter, DeadLetterResolved, KafkaCoordinates, NewDeadLetter, Stage
+from events.deadletters.ordering import Blockers, repark
 from events.deadletters.store import DeadLetterStore
-from events.resilience.classify import describe_error, is_retriable
+from events.resilience.classify import is_retriable
 
 __all__ = ["DeadLetterGate", "Outcome", "ReleaseReport"]
 
@@ -45,23 +47,28 @@ class DeadLetterGate:
         self.store = store
         self.stage = stage
         self._parse = parse
-        self._blocked: set[str] | None = None
+        self._blockers: Blockers | None = None
 
     async def refresh(self) -> set[str]:
-        """Reload the flags blocked at this stage."""
-        self._blocked = await self.store.blocked_flags(self.stage)
-        return set(self._blocked)
+        """Reload the flags blocked at this stage (and the version each is blocked from)."""
+        self._blockers = await self.store.blockers(self.stage)
+        return self._blockers.flags()
 
     async def is_blocked(self, flag_key: str) -> bool:
-        return flag_key in await self._blocked_flags()
+        """Whether some events of ``flag_key`` wait at this stage (see :meth:`holds` for one event)."""
+        return flag_key in await self._current()
+
+    async def holds(self, event: Event) -> bool:
+        """Whether ``event`` waits behind its flag's blocker (:class:`Blockers`: only its version and
+        later ones do)."""
+        return (await self._current()).holds(event.flag_key, event.version)
 
     async def process(self, event: Event, apply: Apply, *, kafka: KafkaCoordinates | None = None) -> Outcome:
-        """Apply ``event`` unless its flag is blocked; park it on a permanent failure.
+        """Apply ``event`` unless it waits behind its flag's blocker; park it on a permanent failure.
 
         Retriable errors (and ``CircuitOpen``) propagate unchanged: nothing was parked.
         """
-        blocked = await self._blocked_flags()
-        if event.flag_key in blocked:
+        if await self.holds(event):
             await self.store.park(NewDeadLetter.waiting(self.stage, event, kafka=kafka))
             return "waiting"
         try:
@@ -80,8 +87,7 @@ class DeadLetterGate:
         letter = await self.store.park(
             NewDeadLetter.for_record(self.stage, raw, error, flag_key=flag_key, kafka=kafka)
         )
-        if flag_key is not None:
-            (await self._blocked_flags()).add(flag_key)
+        (await self._current()).block(flag_key, None)
         return letter
 
     async def release(self, apply: Apply, *, limit: int = 100) -> ReleaseReport:
@@ -90,21 +96,30 @@ class DeadLetterGate:
         A permanent failure parks the letter again and holds the rest of its flag; a retriable
         one propagates (the letters stay pending; call again later).
         """
-        processed = parked = 0
-        held: set[str | None] = set()
         try:
-            for letter in await self.store.releasable(self.stage, limit=limit):
-                if letter.flag_key in held:
-                    continue
-                if await self._retry_letter(letter, apply):
-                    processed += 1
-                else:
-                    parked += 1
-                    held.add(letter.flag_key)
+            report = await self.retry_letters(await self.store.releasable(self.stage, limit=limit), apply)
         finally:
             await self.refresh()
-        if processed or parked:
-            log.info("deadletters.released", stage=self.stage, processed=processed, parked=parked)
+        if report.processed or report.parked:
+            log.info(
+                "deadletters.released", stage=self.stage, processed=report.processed, parked=report.parked
+            )
+        return report
+
+    async def retry_letters(self, letters: Sequence[DeadLetter], apply: Apply) -> ReleaseReport:
+        """Process ``letters`` (released ones, in (flag, version) order) again; the first permanent
+        failure of a flag parks that letter again and holds the flag's later letters (the ordering
+        rule, :class:`Blockers`)."""
+        processed = parked = 0
+        held = Blockers()
+        for letter in letters:
+            if held.holds(letter.flag_key, letter.version):
+                continue
+            if await self._retry_letter(letter, apply):
+                processed += 1
+            else:
+                parked += 1
+                held.block(letter.flag_key, letter.version)
         return ReleaseReport(processed, parked)
 
     async def _retry_letter(self, letter: DeadLetter, apply: Apply) -> bool:
@@ -117,43 +132,17 @@ class DeadLetterGate:
         except Exception as exc:
             if is_retriable(exc):
                 raise
-            await self._park_again(letter, exc)
+            await repark(self.store, letter, exc)
             return False
-        await self.store.mark_reprocessed(letter.id)
-        return True
-
-    async def _park_again(self, letter: DeadLetter, exc: Exception) -> None:
-        """Same dedup identity as ``letter``: a waiting letter becomes the blocker in place, a
-        redriven one gets a new parked letter (and is recorded as processed)."""
-        error_class, message = describe_error(exc)
-        await self.store.park(
-            NewDeadLetter(
-                stage=self.stage,
-                flag_key=letter.flag_key,
-                error_class=error_class,
-                error_message=message,
-                version=letter.version,
-                event_id=letter.event_id,
-                event_body=letter.event_body,
-                raw_record=letter.raw_record,
-                kafka=letter.kafka,
-                attempts=letter.attempts + 1 if letter.status == "redriven" else 1,
-            )
-        )
-        if letter.status == "redriven":
+        try:
             await self.store.mark_reprocessed(letter.id)
-        log.warning(
-            "deadletters.reparked",
-            stage=self.stage,
-            letter=letter.id,
-            flag=letter.flag_key,
-            version=letter.version,
-            error_class=error_class,
-        )
+        except DeadLetterResolved:  # another releaser (the running stage, a redrive) got there first
+            log.info("deadletters.release_raced", stage=self.stage, letter=letter.id)
+        return True
 
     async def _park_failure(self, event: Event, exc: Exception, *, kafka: KafkaCoordinates | None) -> None:
         await self.store.park(NewDeadLetter.for_event(self.stage, event, exc, kafka=kafka))
-        (await self._blocked_flags()).add(event.flag_key)
+        (await self._current()).block(event.flag_key, event.version)
         log.error(
             "deadletters.parked",
             stage=self.stage,
@@ -163,7 +152,7 @@ class DeadLetterGate:
             error_class=type(exc).__name__,
         )
 
-    async def _blocked_flags(self) -> set[str]:
-        if self._blocked is None:
-            self._blocked = await self.store.blocked_flags(self.stage)
-        return self._blocked
+    async def _current(self) -> Blockers:
+        if self._blockers is None:
+            self._blockers = await self.store.blockers(self.stage)
+        return self._blockers

@@ -24,6 +24,7 @@ from events.deadletters.models import (
     NewDeadLetter,
     Stage,
 )
+from events.deadletters.ordering import UNKNOWN_VERSION, Blockers
 from events.errors import StoreUnavailable
 from events.resilience.classify import is_retriable
 
@@ -53,13 +54,19 @@ UPDATE dead_letters SET status = $2, resolved_at = now(), resolved_by = $3, reso
 _BLOCKING: Final = "(status = 'parked' OR (status = 'redriven' AND reprocessed_at IS NULL))"
 _BLOCKED = f"""
 SELECT DISTINCT flag_key FROM dead_letters WHERE stage = $1 AND flag_key IS NOT NULL AND {_BLOCKING}"""
+_FLOORS = f"""
+SELECT flag_key, min(coalesce(version, {UNKNOWN_VERSION})) AS floor FROM dead_letters
+ WHERE stage = $1 AND flag_key IS NOT NULL AND {_BLOCKING} GROUP BY flag_key"""
+# The ordering rule (events.deadletters.ordering) in SQL: a letter is held by a parked blocker of its
+# flag at or below its version (or of unknown version).
 _RELEASABLE = """
 SELECT * FROM dead_letters d
  WHERE d.stage = $1
    AND ((d.status = 'redriven' AND d.reprocessed_at IS NULL) OR (d.status = 'parked' AND d.error_class = $2))
    AND NOT EXISTS (SELECT 1 FROM dead_letters b
                     WHERE b.stage = d.stage AND b.flag_key IS NOT DISTINCT FROM d.flag_key
-                      AND b.status = 'parked' AND b.error_class <> $2)
+                      AND b.status = 'parked' AND b.error_class <> $2
+                      AND (b.version IS NULL OR d.version IS NULL OR b.version <= d.version))
  ORDER BY d.flag_key, d.version NULLS FIRST, d.id
  LIMIT $3"""
 _REPROCESSED = """
@@ -228,6 +235,12 @@ class DeadLetterStore:
         with _translated("blocked_flags"):
             rows = await self._pool.fetch(_BLOCKED, stage)
         return {r["flag_key"] for r in rows}
+
+    async def blockers(self, stage: Stage) -> Blockers:
+        """Per flag blocked at ``stage``, the lowest version that waits (the ordering rule)."""
+        with _translated("blockers"):
+            rows = await self._pool.fetch(_FLOORS, stage)
+        return Blockers({r["flag_key"]: r["floor"] for r in rows})
 
     async def releasable(self, stage: Stage, *, limit: int = 100) -> builtins.list[DeadLetter]:
         """What ``stage`` must process again, in order: redriven letters not yet reprocessed and

@@ -1,9 +1,11 @@
 """Dead letters at the relay stage: park the poison event, hold its flag, release in version order.
 
 - A *permanent* publish error for one event parks it (``stage="relay"``, the event body, error
-  class and message, attempts). Its flag is then blocked at the relay: later events of that flag
-  are parked as *waiting* (``error_class = WaitingBehindDeadLetter``, :data:`WAITING`) instead of
-  being published past it; other flags keep flowing. Retriable errors never come here.
+  class and message, attempts). Its flag is then blocked at the relay from that version on
+  (:mod:`events.deadletters.ordering`; earlier versions, republished after a log loss, pass):
+  later events of that flag are parked as *waiting* (``error_class = WaitingBehindDeadLetter``,
+  :data:`WAITING`) instead of being published past it; other flags keep flowing. Retriable errors
+  never come here.
 - Redrive (:func:`redrive_relay_letters`): the flag's letters are marked redriven, then published
   again in version order, the poison one first; each published letter is marked reprocessed. If
   the poison one fails permanently again it is parked again (a new letter; the redriven one is
@@ -29,12 +31,14 @@ import structlog
 from core.envelope import Event
 from events.deadletters import (
     WAITING,
+    Blockers,
     DeadLetter,
     DeadLetterFilter,
     DeadLetterResolved,
     DeadLetterStore,
     NewDeadLetter,
     Stage,
+    repark,
 )
 from events.errors import StoreUnavailable
 from events.ports import EventPublisher, PublishedRecord
@@ -79,8 +83,10 @@ class RelayLetters:
         self.dlq = dlq
         self._pool = pool
 
-    async def blocked(self) -> set[str]:
-        return await self.dlq.blocked_flags(RELAY_STAGE)
+    async def blocked(self) -> Blockers:
+        """The flags blocked at the relay and the version each is blocked from: only events at or
+        after it are held (:mod:`events.deadletters.ordering`)."""
+        return await self.dlq.blockers(RELAY_STAGE)
 
     async def purged(self, event_ids: Collection[UUID]) -> set[UUID]:
         if not event_ids:
@@ -108,7 +114,7 @@ class RelayLetters:
     async def release(self, send: Sender, *, flags: Collection[str] | None = None) -> ReleaseReport:
         """Publish again what nothing blocks any more, flag by flag in version order."""
         report = ReleaseReport()
-        stuck: set[str] = set()
+        stuck = Blockers()
         while True:
             letters = [
                 letter
@@ -118,11 +124,18 @@ class RelayLetters:
             ]
             if not letters:
                 return report
-            for letter in letters:
-                if letter.flag_key in stuck:
-                    continue
-                if not await self.release_one(letter, send, report):
-                    stuck.add(letter.flag_key or "")
+            await self.release_in_order(letters, send, report, stuck)
+
+    async def release_in_order(
+        self, letters: Sequence[DeadLetter], send: Sender, report: ReleaseReport, stuck: Blockers
+    ) -> None:
+        """Publish ``letters`` in the order given; a letter that fails for good holds its flag's
+        later ones (the ordering rule: ``stuck`` gains the flag from that letter's version)."""
+        for letter in letters:
+            if stuck.holds(letter.flag_key, letter.version):
+                continue
+            if not await self.release_one(letter, send, report):
+                stuck.block(letter.flag_key, letter.version)
 
     async def release_one(self, letter: DeadLetter, send: Sender, report: ReleaseReport) -> bool:
         """Publish one freed letter's event; False when it failed permanently (parked again)."""
@@ -135,10 +148,8 @@ class RelayLetters:
         except Exception as e:
             if classify(e) == "retriable":
                 raise
-            reparked = await self.park_poison(event, e, attempts=1)
+            reparked = await repark(self.dlq, letter, e)
             report.reparked.append(reparked.id)
-            if reparked.id != letter.id:
-                await self._mark_reprocessed(letter.id)
             return False
         report.records.extend(records)
         await self._mark_reprocessed(letter.id)
@@ -166,12 +177,7 @@ class RelayRedriver:
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> int:
         report = ReleaseReport()
-        stuck: set[str | None] = set()
-        for letter in letters:
-            if letter.flag_key in stuck:
-                continue
-            if not await self._letters.release_one(letter, self._send, report):
-                stuck.add(letter.flag_key)
+        await self._letters.release_in_order(letters, self._send, report, Blockers())
         return len(report.published)
 
 

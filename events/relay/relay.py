@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 import structlog
 
 from core.envelope import Event
+from events.deadletters.ordering import Blockers
 from events.errors import StoreUnavailable
 from events.ports import EventPublisher, Outbox, PublishedRecord, RelayPosition, StoredEvent
 from events.relay.letters import RelayLetters
@@ -136,7 +137,7 @@ class Relay:
         for event in events:
             if event.event_id in purged:
                 continue
-            if event.flag_key in blocked:
+            if blocked.holds(event.flag_key, event.version):  # the ordering rule (deadletters.ordering)
                 await self._letters.park_held(event)
             else:
                 ready.append(event)
@@ -149,11 +150,11 @@ class Relay:
                         error_class=type(e).__name__)
             return await self._publish_isolating(ready, blocked)
 
-    async def _publish_isolating(self, events: Sequence[Event], blocked: set[str]) -> list[PublishedRecord]:
+    async def _publish_isolating(self, events: Sequence[Event], blocked: Blockers) -> list[PublishedRecord]:
         assert self._letters is not None
         records: list[PublishedRecord] = []
         for event in events:
-            if event.flag_key in blocked:
+            if blocked.holds(event.flag_key, event.version):
                 await self._letters.park_held(event)
                 continue
             try:
@@ -162,7 +163,7 @@ class Relay:
                 if isinstance(e, CircuitOpen) or classify_error(e) == "retriable":
                     raise
                 await self._letters.park_poison(event, e)
-                blocked.add(event.flag_key)
+                blocked.block(event.flag_key, event.version)
         await self._report(blocked_flags=len(blocked))
         return records
 

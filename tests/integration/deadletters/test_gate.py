@@ -126,3 +126,25 @@ async def test_gate__unreadable_record__parked_raw_flag_blocked_then_released_wh
     await store.mark_redriven(letter.id, by="ops")  # a build that reads it is deployed
     assert (await gate.release(stage.apply)).processed == 2
     assert stage.applied == [("a", 1), ("a", 2)]
+
+
+async def test_gate__replay_from_the_start__versions_below_the_blocker_pass_later_ones_wait(
+    store: DeadLetterStore,
+) -> None:
+    """A flag blocked at v3 (v4 waiting); the stage reads its log again from the start (a rewind, a
+    wiped read model, a republish): v1 and v2 are applied, v3 and v4 stay letters, no new letter."""
+    stage, gate = Stage(), DeadLetterGate(store, "projector")
+    stage.poison.add(("checkout", 3))
+    events = _stream(("checkout", 1), ("checkout", 2), ("checkout", 3), ("checkout", 4))
+    assert [await gate.process(e, stage.apply) for e in events] == ["done", "done", "parked", "waiting"]
+    stage.applied.clear()
+
+    again = [await DeadLetterGate(store, "projector").process(e, stage.apply) for e in events]
+
+    assert again == ["done", "done", "waiting", "waiting"]
+    assert stage.applied == [("checkout", 1), ("checkout", 2)]
+    page = await store.list(DeadLetterFilter(stage="projector", flag_key="checkout"))
+    assert sorted((lt.version, lt.error_class) for lt in page.items) == [
+        (3, "MalformedEvent"), (4, "WaitingBehindDeadLetter")
+    ]
+    assert (await store.blockers("projector")).floor("checkout") == 3

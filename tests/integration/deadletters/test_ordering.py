@@ -118,3 +118,15 @@ def _fields(letter: NewDeadLetter) -> dict[str, object]:
 def _with_event_id(letter: NewDeadLetter, of: DeadLetter) -> NewDeadLetter:
     """The same event as ``of`` (the builders make a new event id each time)."""
     return NewDeadLetter(**{**_fields(letter), "event_id": of.event_id})  # type: ignore[arg-type]
+
+
+async def test_releasable__waiting_letter_below_the_blocker__released_the_rest_waits(
+    store: DeadLetterStore,
+) -> None:
+    """The rule in SQL matches ``Blockers``: a waiting letter below the flag's blocker may pass."""
+    early = await store.park(NewDeadLetter.waiting("projector", an_event("checkout", 2)))
+    await store.park(a_letter("projector", "checkout", 3))
+    await store.park(NewDeadLetter.waiting("projector", an_event("checkout", 4)))
+
+    assert [lt.id for lt in await store.releasable("projector")] == [early.id]
+    assert (await store.blockers("projector")).floor("checkout") == 2

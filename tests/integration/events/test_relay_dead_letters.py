@@ -168,3 +168,22 @@ async def test_relay_redriver__freed_letters__published_in_order_stops_at_still_
     records = await read_topic(kafka_bootstrap, topics[0], {("p", v) for v in (1, 2, 3, 4)})
     assert first_versions(records, "p") == [1, 2, 3, 4]
     assert await dlq.blocked_flags("relay") == set()
+
+
+async def test_republish_after_log_loss__blocked_flag__versions_below_the_blocker_published_again(
+    store: PostgresEventStore, pool: asyncpg.Pool, rig: RelayRig, kafka_bootstrap: str, topics: list[str]
+) -> None:
+    """Given p blocked at the relay by v2 (v3, v4 waiting), when the relay republishes the whole log
+    (its checkpoint reset, as after a broker lost its log), p v1 is published again — only v2 and
+    later wait behind the letter — and no letter is parked for v1."""
+    await _poisoned(store, rig)
+    await store.reset_checkpoint(rig.relay.name)
+    await store.append(make_chain("z", 1))  # after everything in (txid, seq) order: the end marker
+    fresh_relay = Relay(store, rig.publisher, name=rig.relay.name, topic=topics[0], letters=rig.letters)
+    await fresh_relay.drain()
+
+    records = await read_topic(kafka_bootstrap, topics[0], {("z", 1)})
+    assert [r.version for r in records if r.key == "p"] == [1, 1]  # first publish, then the republish
+    page = await DeadLetterStore(pool).list(DeadLetterFilter(stage="relay", flag_key="p"))
+    assert sorted((lt.version, lt.status) for lt in page.items) == [(v, "parked") for v in (2, 3, 4)]
+    assert [r.version for r in records if r.key == "o"] == [1, 2, 3, 1, 2, 3]

@@ -214,6 +214,7 @@ class ShadowFolder:
         keys = self._keys
         for stream in pending.changed:
             folded = self._states[stream]
+            states[keys.head(stream)] = f"{folded['version']}:{folded.get('last_hash', '')}"
             if is_segment_stream(stream):
                 seg = segment_state(folded)
                 states[keys.state(stream)] = seg.model_dump_json()

@@ -61,6 +61,8 @@ class ApplyPlan:
     version: int
     state_json: str
     writes: tuple[FieldWrite, ...]
+    prev_hash: str = ""  # the event's prev_hash: the script refuses it unless the stored hash matches
+    hash: str = ""  # the event's hash, stored in the stream's head ("": unknown, e.g. a bridge)
 
 
 def is_segment_stream(stream_key: str) -> bool:
@@ -125,7 +127,9 @@ def plan_flag_apply(keys: Keyspace, before: FlagState, after: FlagState, event: 
         if unchanged and event.environment != env:
             continue
         writes.append(_env_write(keys, after.key, env, encode_env_doc(after.flag, env, event.version)))
-    return ApplyPlan(after.key, event.version, after.model_dump_json(), tuple(writes))
+    return ApplyPlan(
+        after.key, event.version, after.model_dump_json(), tuple(writes), event.prev_hash, event.hash
+    )
 
 
 def plan_segment_apply(keys: Keyspace, after: SegmentState, event: Event) -> ApplyPlan:
@@ -133,7 +137,9 @@ def plan_segment_apply(keys: Keyspace, after: SegmentState, event: Event) -> App
     write = FieldWrite(
         keys.segments, keys.segments_rev, keys.segments_channel, after.key, doc, None, "segment_key"
     )
-    return ApplyPlan(after.stream, event.version, after.model_dump_json(), (write,))
+    return ApplyPlan(
+        after.stream, event.version, after.model_dump_json(), (write,), event.prev_hash, event.hash
+    )
 
 
 def plan_noop(stream_key: str, version: int) -> ApplyPlan:

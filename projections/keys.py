@@ -35,6 +35,14 @@ class Keyspace:
         """Full state JSON of one stream (a flag key, or ``segment:<key>``)."""
         return f"{self.namespace}:state:{stream_key}"
 
+    def head(self, stream_key: str) -> str:
+        """``"{version}:{hash}"`` of one stream, written with its state: what the apply script
+        compares without decoding the state (a missing head: the state is decoded once)."""
+        return f"{self.namespace}:head:{stream_key}"
+
+    def head_pattern(self) -> str:
+        return f"{self.namespace}:head:*"
+
     def state_pattern(self) -> str:
         return f"{self.namespace}:state:*"
 
@@ -62,6 +70,11 @@ class Keyspace:
     def checkpoint(self, group: str, topic: str, partition: int) -> str:
         """The next offset to read for one partition, written atomically with the projection."""
         return f"{self.namespace}:checkpoint:{group}:{topic}:{partition}"
+
+    def log_epoch(self, group: str, topic: str, partition: int) -> str:
+        """The log epoch (the relay's reset counter) the partition's checkpoint belongs to
+        (missing: epoch 0). A record of a newer epoch resets the checkpoint (docs/read-side.md)."""
+        return f"{self.namespace}:epoch:{group}:{topic}:{partition}"
 
     def checkpoint_pattern(self, group: str, topic: str) -> str:
         return f"{self.namespace}:checkpoint:{group}:{topic}:*"

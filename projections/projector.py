@@ -37,8 +37,10 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from pydantic import ValidationError
 
 from core.envelope import Event
+from core.errors import EventOutOfOrder
 from events.errors import StoreUnavailable
 from events.kafka.adapter import make_consumer
+from events.kafka.records import log_epoch_of
 from monitoring import metrics
 from projections.deadletters import ProjectorDeadLetters, is_projected_stream
 from projections.errors import ApplyRejected, PoisonEvent, ReadModelUnavailable
@@ -53,15 +55,24 @@ _log = structlog.get_logger("projections.projector")
 
 
 class _SeekOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs in aiokafka's coordinator task, beside :meth:`Projector.process_batch`: both take the
+    projector's lock, so a rebalance never lands in the middle of a batch (issue 9, §2.3)."""
+
     def __init__(self, projector: Projector) -> None:
         self._projector = projector
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        for tp in revoked:
-            self._projector._floors.pop(tp, None)
+        async with self._projector._lock:
+            self._projector._generation += 1
+            for tp in revoked:
+                self._projector._floors.pop(tp, None)
+                self._projector._epochs.pop(tp, None)
+                self._projector._pending_seek.discard(tp)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._projector._seek_to_checkpoints(list(assigned))
+        async with self._projector._lock:
+            self._projector._generation += 1
+            await self._projector._seek_to_checkpoints(list(assigned))
 
 
 class Projector:
@@ -95,6 +106,9 @@ class Projector:
             fetch_max_wait_ms=fetch_max_wait_ms,  # the broker may hold an empty fetch this long: latency
         )
         self._floors: dict[TopicPartition, int] = {}
+        self._epochs: dict[TopicPartition, int] = {}  # the log epoch of each partition's checkpoint
+        self._lock = asyncio.Lock()  # a batch, or a rebalance callback: never both at once
+        self._generation = 0  # bumped by every rebalance callback: records fetched before are stale
         self._pending_seek: set[TopicPartition] = set()
         self.applied = 0
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -137,13 +151,55 @@ class Projector:
                 await asyncio.sleep(0.05)
 
     async def process_batch(self, poll_timeout: float = 0.5) -> int:
-        """Fetch one batch and apply it, partition by partition, in offset order. Returns records handled."""
-        await self._resolve_pending_seeks()
-        if self._dead_letters is not None:
-            await self._dead_letters.maintain()  # release redriven / waiting letters, reload blocked flags
-        batches = await self._consumer.getmany(
+        """Fetch one batch and apply it, partition by partition, in offset order. Returns records handled.
+
+        The fetch runs outside the lock (a rebalance may complete meanwhile: aiokafka hands out only
+        records that follow the positions the callbacks sought to); the records are applied under it,
+        and dropped when a rebalance callback ran after the fetch returned: the partitions they came
+        from were revoked, or sought back to their checkpoints, and are fetched again from there."""
+        async with self._lock:
+            await self._resolve_pending_seeks()
+            if self._dead_letters is not None:
+                await self._dead_letters.maintain()  # release redriven / waiting letters, reload blocked
+        fetched = await self._consumer.getmany(
             timeout_ms=int(poll_timeout * 1000), max_records=self._max_records
         )
+        generation = self._generation  # records fetched across a rebalance match the new positions
+        async with self._lock:
+            if generation != self._generation:
+                dropped = sum(len(records) for records in fetched.values())
+                if dropped:
+                    _log.info("projector.batch_dropped_after_rebalance", records=dropped)
+                return 0
+            batches = await self._enter_epochs(fetched)
+            return await self._apply_batch(batches)
+
+    async def _enter_epochs(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """Screen records by log epoch (issue 9, §2.1). A record of an older epoch than the partition's
+        checkpoint was published to the new log before the relay noticed the loss: it is dropped (the
+        relay republishes everything in the new epoch). A record of a newer epoch means the log was
+        lost and republished: the checkpoint goes back to 0 in that epoch and the partition is read
+        again from its beginning (version de-duplication absorbs the replay)."""
+        batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        for tp, records in fetched.items():
+            current = self._epochs.get(tp, 0)
+            newest = max(log_epoch_of(record.headers) for record in records) if records else current
+            if newest > current:
+                await self._reset_to_epoch(tp, newest)
+                continue
+            batches[tp] = [r for r in records if log_epoch_of(r.headers) == current]
+        return batches
+
+    async def _reset_to_epoch(self, tp: TopicPartition, epoch: int) -> None:
+        stored = await self.read_model.reset_epoch(self.group, tp.topic, tp.partition, epoch)
+        _log.warning(
+            "projector.log_epoch_changed", topic=tp.topic, partition=tp.partition, epoch=epoch, stored=stored
+        )
+        await self._seek_to_checkpoints([tp])
+
+    async def _apply_batch(self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> int:
         parsed = {tp: [_parse(record) for record in records] for tp, records in batches.items()}
         done: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {tp: [] for tp in batches}
         finished: set[TopicPartition] = set()
@@ -158,7 +214,7 @@ class Projector:
         except Exception:  # Redis unavailable, or a poison record without a dead-letter queue
             for tp, records in batches.items():  # fetched but not applied: fetch them again
                 if tp not in finished and len(done[tp]) < len(records):
-                    self._consumer.seek(tp, records[len(done[tp])].offset)
+                    self._seek(tp, records[len(done[tp])].offset)
             raise
         finally:
             await self._commit({tp: handled[-1].offset + 1 for tp, handled in done.items() if handled})
@@ -181,7 +237,7 @@ class Projector:
             ):
                 assert isinstance(event, Event)
                 runs.append((tp, record, event))
-                items.append((event, Checkpoint(self.group, tp.topic, tp.partition, record.offset, floor)))
+                items.append((event, self._checkpoint(tp, record.offset, floor)))
                 floor = record.offset + 1
         if not items:
             return
@@ -248,7 +304,7 @@ class Projector:
         items: list[tuple[Event, Checkpoint]] = []
         for record, event in zip(records, events, strict=True):
             assert isinstance(event, Event)
-            items.append((event, Checkpoint(self.group, tp.topic, tp.partition, record.offset, floor)))
+            items.append((event, self._checkpoint(tp, record.offset, floor)))
             floor = record.offset + 1
         results = await self.read_model.apply_many(items)
         for record, (event, _), result in zip(records, items, results, strict=True):
@@ -263,17 +319,21 @@ class Projector:
         self, tp: TopicPartition, record: ConsumerRecord[Any, Any], event: Event | Exception
     ) -> bool:
         """Apply one record; ``False`` when Redis turned out behind (the partition was rewound)."""
-        checkpoint = Checkpoint(self.group, tp.topic, tp.partition, record.offset, self._floors.get(tp))
+        checkpoint = self._checkpoint(tp, record.offset, self._floors.get(tp))
         try:
             outcome = await self._project(tp, record, event, checkpoint)
         except ReadModelUnavailable:
-            self._consumer.seek(tp, record.offset)
+            self._seek(tp, record.offset)
             raise
         except PoisonEvent as poison:
             outcome = await self._park(tp, record, event, checkpoint, poison)
-        if outcome is ApplyOutcome.BEHIND:
+        if outcome in (ApplyOutcome.BEHIND, ApplyOutcome.EPOCH):  # Redis lost data, or another epoch
             _log.warning(
-                "projector.read_model_behind", topic=tp.topic, partition=tp.partition, offset=record.offset
+                "projector.read_model_behind",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                outcome=outcome.value,
             )
             await self._seek_to_checkpoints([tp])
             return False
@@ -306,7 +366,10 @@ class Projector:
             self._reject(record, "rejected", str(e), event, e)
         if result.outcome is ApplyOutcome.GAP:
             self._reject(record, "gap", f"stored version {result.stored_version}", event, None)
-        if result.outcome is not ApplyOutcome.BEHIND:
+        if result.outcome is ApplyOutcome.CHAIN:
+            why = f"prev_hash does not chain to the stored v{result.stored_version}"
+            self._reject(record, "chain", why, event, EventOutOfOrder(why))
+        if result.outcome not in (ApplyOutcome.BEHIND, ApplyOutcome.EPOCH):
             self._observe(event, result.outcome.value, result.environments, tp, record.offset + 1)
         return result.outcome
 
@@ -321,14 +384,14 @@ class Projector:
         """The dead-letter hook: park the poison record and move past it (without a dead-letter
         queue: seek back to it and raise)."""
         if self._dead_letters is None:
-            self._consumer.seek(tp, record.offset)
+            self._seek(tp, record.offset)
             raise poison
         try:
             outcome = await self._dead_letters.park(
                 poison, event if isinstance(event, Event) else None, checkpoint, record_key=_key_of(record)
             )
         except ReadModelUnavailable:
-            self._consumer.seek(tp, record.offset)
+            self._seek(tp, record.offset)
             raise
         metrics.record_events_projected("-", "parked")
         metrics.set_projector_offset(tp.topic, tp.partition, record.offset + 1)
@@ -377,23 +440,66 @@ class Projector:
             raise error from cause
         raise error
 
+    def _checkpoint(self, tp: TopicPartition, offset: int, floor: int | None) -> Checkpoint:
+        return Checkpoint(self.group, tp.topic, tp.partition, offset, floor, self._epochs.get(tp, 0))
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """Seek only a partition still assigned (a revoked one raises ``IllegalStateError``)."""
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, offset)
+
     async def _seek_to_checkpoints(self, partitions: list[TopicPartition]) -> None:
-        mine = [tp for tp in partitions if tp.topic == self.topic]
+        """Seek each assigned partition to its Redis checkpoint (the beginning when there is none or
+        it is 0), remembering the checkpoint's log epoch. Called with the lock held (a rebalance
+        callback, or a batch): no batch applies records meanwhile, so no floor written by a batch
+        can overwrite the one set here, and no stale record is applied after the seek."""
+        assigned = self._consumer.assignment()
+        mine = [tp for tp in partitions if tp.topic == self.topic and tp in assigned]
         try:
-            stored = {tp: await self.read_model.checkpoint(self.group, tp.topic, tp.partition) for tp in mine}
-            fresh = [tp for tp, offset in stored.items() if offset is None]
+            stored = {tp: await self.read_model.position(self.group, tp.topic, tp.partition) for tp in mine}
+            fresh = [tp for tp, (offset, _) in stored.items() if not offset]
             if fresh:  # one offsets request for all of them (one per partition costs ~0.5 s each)
                 await self._consumer.seek_to_beginning(*fresh)
-            for tp, offset in stored.items():
-                if offset is not None:
+            for tp, (offset, epoch) in stored.items():
+                if offset:
                     self._consumer.seek(tp, offset)
                 self._floors[tp] = offset or 0
+                self._epochs[tp] = epoch
                 self._pending_seek.discard(tp)
-                _log.info("projector.seek", topic=tp.topic, partition=tp.partition, offset=offset)
+                _log.info(
+                    "projector.seek", topic=tp.topic, partition=tp.partition, offset=offset, epoch=epoch
+                )
+            await self._check_past_end({tp: offset for tp, (offset, _) in stored.items() if offset})
         except ReadModelUnavailable as e:
             _log.warning("projector.seek_deferred", error=str(e))
             self._pending_seek.update(mine)
             self._consumer.pause(*mine)
+
+    async def _check_past_end(self, offsets: dict[TopicPartition, int]) -> None:
+        """A checkpoint past the end of the log: the log may be shorter than the one the checkpoint
+        was taken on (lost and republished). Apache Kafka answers such a fetch with OffsetOutOfRange
+        (the consumer starts again from the beginning), tansu with nothing at all, for ever. So the
+        partition is read from its last record: a record of a newer epoch resets the checkpoint
+        (:meth:`_enter_epochs`); one of the same epoch is a duplicate (tansu under-reports the end
+        after a batch of several records: then a few records are read twice)."""
+        if not offsets:
+            return
+        try:
+            ends = await self._consumer.end_offsets(list(offsets))
+        except KafkaError as e:
+            _log.warning("projector.end_offsets_unknown", error=str(e))
+            return
+        for tp, offset in offsets.items():
+            end = ends.get(tp, offset)
+            if end < offset:
+                _log.warning(
+                    "projector.checkpoint_past_end",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    checkpoint=offset,
+                    end=end,
+                )
+                self._consumer.seek(tp, max(end - 1, 0))
 
     async def _resolve_pending_seeks(self) -> None:
         if not self._pending_seek:

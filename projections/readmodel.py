@@ -43,6 +43,8 @@ class ApplyOutcome(StrEnum):
     DUPLICATE = "duplicate"  # stored version >= event version: nothing but the checkpoint moved
     GAP = "gap"  # stored version < event version - 1: nothing changed, not even the checkpoint
     BEHIND = "behind"  # the stored checkpoint is below the floor: the read model lost data
+    CHAIN = "chain"  # the next version, but its prev_hash is not the stored hash: nothing changed
+    EPOCH = "epoch"  # the checkpoint belongs to another log epoch: nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class Checkpoint:
     partition: int
     offset: int
     floor: int | None = None  # the checkpoint the caller believes is stored (None: no check)
+    epoch: int | None = None  # the record's log epoch; the script refuses another one (None: no check)
 
 
 def load_script(name: str) -> str:
@@ -69,6 +72,16 @@ def load_script(name: str) -> str:
 
 
 _RETRIES_ON_RACE = 3
+_RESET_EPOCH = """
+local stored = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local epoch = tonumber(ARGV[1])
+if stored < epoch then
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[1], 0)
+  return epoch
+end
+return stored
+"""
 
 
 class RedisReadModel:
@@ -78,6 +91,7 @@ class RedisReadModel:
         self._client = require_text_client(client)
         self.keys = keys or Keyspace()
         self._apply = client.register_script(load_script("apply.lua"))
+        self._reset_epoch = client.register_script(_RESET_EPOCH)
         self._known: dict[str, State] = {}
 
     async def load_flag_state(self, flag_key: str) -> FlagState:
@@ -183,6 +197,25 @@ class RedisReadModel:
                 self._known.pop(stream, None)
         return results
 
+    async def position(self, group: str, topic: str, partition: int) -> tuple[int | None, int]:
+        """A partition's checkpoint (``None``: none) and the log epoch it belongs to, in one read."""
+        try:
+            raw, epoch = await self._client.mget(
+                self.keys.checkpoint(group, topic, partition), self.keys.log_epoch(group, topic, partition)
+            )
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable reading a checkpoint") from e
+        return (None if raw is None else int(raw)), int(epoch or 0)
+
+    async def reset_epoch(self, group: str, topic: str, partition: int, epoch: int) -> int:
+        """Enter log epoch ``epoch``: the checkpoint goes back to 0 (the new log is read from its
+        beginning), unless the stored epoch is already at or past it. Returns the stored epoch."""
+        keys = [self.keys.checkpoint(group, topic, partition), self.keys.log_epoch(group, topic, partition)]
+        try:
+            return int(await self._reset_epoch(keys=keys, args=[epoch]))
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable resetting a checkpoint") from e
+
     async def checkpoint(self, group: str, topic: str, partition: int) -> int | None:
         """The next offset to read for a partition, or ``None`` when this read model has none."""
         raw = await self._get(self.keys.checkpoint(group, topic, partition))
@@ -265,13 +298,27 @@ class RedisReadModel:
             if checkpoint is not None
             else self.keys.checkpoint("-", "-", 0)
         )
-        keys: list[str] = [self.keys.state(plan.stream_key), ckpt_key, self.keys.environments]
+        epoch_key = (
+            self.keys.log_epoch(checkpoint.group, checkpoint.topic, checkpoint.partition)
+            if checkpoint is not None
+            else self.keys.log_epoch("-", "-", 0)
+        )
+        keys: list[str] = [
+            self.keys.state(plan.stream_key),
+            ckpt_key,
+            self.keys.environments,
+            self.keys.head(plan.stream_key),
+            epoch_key,
+        ]
         args: list[str | int] = [
             plan.version,
             plan.state_json,
             "" if checkpoint is None else checkpoint.offset + 1,
             "" if checkpoint is None or checkpoint.floor is None else checkpoint.floor,
             len(plan.writes),
+            "" if checkpoint is None or checkpoint.epoch is None else checkpoint.epoch,
+            plan.prev_hash,
+            plan.hash,
         ]
         for write in plan.writes:
             keys += [write.hash_key, write.rev_key]

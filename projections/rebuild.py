@@ -221,6 +221,7 @@ class ShadowRebuild:
         if environment is None:
             data_keys += [self.shadow.segments, self.shadow.environments]
             data_keys += [k async for k in self._scan(self.shadow.state_pattern())]
+            data_keys += [k async for k in self._scan(self.shadow.head_pattern())]
             data_keys += [k for _, k in await self._checkpoint_pairs()]
             data_keys += [k async for k in self._scan(self.shadow.checkpoint_pattern(self.group, self.topic))]
             revs.append((self.live.segments_rev, self.live.segments_channel))
@@ -231,6 +232,7 @@ class ShadowRebuild:
         if environment is None:
             candidates += [self.live.segments, self.live.environments]
             candidates += [k async for k in self._scan(self.live.state_pattern())]
+            candidates += [k async for k in self._scan(self.live.head_pattern())]
         stale = [k for k in candidates if k not in targets and await self._client.exists(k)]
         return pairs, stale, revs
 

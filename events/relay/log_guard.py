@@ -8,7 +8,11 @@ stored there (table ``relay_acks``, migration 0020). The log is taken as lost wh
 
 Probes run when the relay starts, after a failed publish round is followed by a good one, when
 the breaker closes, and every ``probe_interval`` seconds. Recovery: recreate the topics, forget
-the recorded offsets; the relay then resets its checkpoint and republishes from the beginning.
+the recorded offsets and move to the next *log epoch* (table ``relay_log_epochs``, in the same
+transaction); the relay then resets its checkpoint and republishes from the beginning. Every record
+carries the epoch (header ``fs_log_epoch``): the republished log holds no retry duplicates and no
+purged or parked events, so its offsets differ from the old log's, and a projector that sees a newer
+epoch starts over from the beginning of the partition instead of trusting its old checkpoint.
 
 Limits: a broker that lost only the *end* of a partition (below our last acknowledged offset but
 not all of it) is noticed only when the lost part includes that last offset; a loss that leaves
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 import asyncpg
@@ -33,7 +38,7 @@ from events.kafka.adapter import TopicSpec, ensure_topics
 from events.ports import PublishedRecord
 from events.store.db import CONNECTION_ERRORS
 
-__all__ = ["AckMark", "LogGuard", "probe_partitions"]
+__all__ = ["AckMark", "LogGuard", "StampsLogEpoch", "probe_partitions"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +47,19 @@ INSERT INTO relay_acks AS a (relay, topic, partition, last_offset, event_id) VAL
 ON CONFLICT (relay, topic, partition) DO UPDATE
    SET last_offset = EXCLUDED.last_offset, event_id = EXCLUDED.event_id, updated_at = now()
  WHERE a.last_offset < EXCLUDED.last_offset"""
+
+
+_NEXT_EPOCH = """
+INSERT INTO relay_log_epochs AS e (relay, epoch) VALUES ($1, 1)
+ON CONFLICT (relay) DO UPDATE SET epoch = e.epoch + 1, updated_at = now()
+RETURNING epoch"""
+
+
+@runtime_checkable
+class StampsLogEpoch(Protocol):
+    """A publisher that stamps the log epoch on what it publishes (``KafkaPublisher``)."""
+
+    log_epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +86,15 @@ class LogGuard:
         self._topics = list(topics)
         self._probe_timeout = probe_timeout
         self.marks: dict[tuple[str, int], AckMark] = {}
+        self.epoch = 0
 
     async def load(self) -> None:
         rows = await self._fetch(
             "SELECT topic, partition, last_offset, event_id FROM relay_acks WHERE relay = $1", self._relay
         )
         self.marks = {(r["topic"], r["partition"]): AckMark(r["last_offset"], r["event_id"]) for r in rows}
+        epochs = await self._fetch("SELECT epoch FROM relay_log_epochs WHERE relay = $1", self._relay)
+        self.epoch = int(epochs[0]["epoch"]) if epochs else 0
 
     def regressed(self, records: Iterable[PublishedRecord]) -> list[tuple[str, int]]:
         """Partitions where an acknowledgement came back at or below the recorded highest offset."""
@@ -109,13 +130,18 @@ class LogGuard:
         return await probe_partitions(self._bootstrap, self.marks, within=self._probe_timeout)
 
     async def recover(self) -> None:
-        """Recreate the topics and forget what was acknowledged: everything will be published again."""
+        """Recreate the topics, forget what was acknowledged and enter the next log epoch: everything
+        will be published again, stamped with the new epoch."""
         await ensure_topics(self._bootstrap, self._topics, recreate_mismatched=True)
         try:
-            await self._pool.execute("DELETE FROM relay_acks WHERE relay = $1", self._relay)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM relay_acks WHERE relay = $1", self._relay)
+                epoch = await conn.fetchval(_NEXT_EPOCH, self._relay)
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"acknowledged offsets not reset, Postgres unreachable: {e}") from e
         self.marks = {}
+        self.epoch = int(epoch)
+        log.warning("relay.log_epoch", relay=self._relay, epoch=self.epoch)
 
     async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         try:

@@ -79,6 +79,7 @@ class KafkaPublisher:
         self._max_record_bytes = max_record_bytes
         self._renew = renew
         self.renewals = 0
+        self.log_epoch = 0  # stamped on every record (fs_log_epoch); set by the relay's log guard
 
     def topic_of(self, event: Event) -> str:
         return topic_for(
@@ -143,7 +144,9 @@ class KafkaPublisher:
             by_partition.setdefault((topic, partition), []).append(index)
         results: list[PublishedRecord | None] = [None] * len(events)
         sends = [
-            _send_partition(producer, topic, partition, [(i, events[i]) for i in indexes], results)
+            _send_partition(
+                producer, topic, partition, [(i, events[i]) for i in indexes], results, self.log_epoch
+            )
             for (topic, partition), indexes in by_partition.items()
         ]
         await asyncio.gather(*sends)
@@ -163,6 +166,7 @@ async def _send_partition(
     partition: int,
     indexed: list[tuple[int, Event]],
     results: list[PublishedRecord | None],
+    log_epoch: int = 0,
 ) -> None:
     """One record batch after another, each only once the previous one is acknowledged."""
     position = 0
@@ -174,7 +178,7 @@ async def _send_partition(
                 timestamp=None,
                 key=event.flag_key.encode("utf-8"),
                 value=event.to_json().encode("utf-8"),
-                headers=headers_for(event),
+                headers=headers_for(event, log_epoch=log_epoch),
             )
             if appended is None:
                 break

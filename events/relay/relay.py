@@ -35,7 +35,7 @@ from events.deadletters.ordering import Blockers
 from events.errors import StoreUnavailable
 from events.ports import EventPublisher, Outbox, PublishedRecord, RelayPosition, StoredEvent
 from events.relay.letters import RelayLetters
-from events.relay.log_guard import LogGuard
+from events.relay.log_guard import LogGuard, StampsLogEpoch
 from events.relay.status import RelayStatusWriter
 from events.resilience import AsyncCircuitBreaker, BreakerState, CircuitOpen, RetryPolicy, call_resilient
 from events.resilience import classify as classify_error
@@ -229,6 +229,12 @@ class Relay:
         if self._guard is not None and not self._guard_loaded:
             await self._guard.load()
             self._guard_loaded = True
+            self._stamp_epoch()
+
+    def _stamp_epoch(self) -> None:
+        """What the publisher stamps on every record (``fs_log_epoch``) is the guard's epoch."""
+        if self._guard is not None and isinstance(self._publisher, StampsLogEpoch):
+            self._publisher.log_epoch = self._guard.epoch
 
     async def _probe_if_due(self) -> None:
         if self._guard is None:
@@ -245,6 +251,7 @@ class Relay:
         assert self._guard is not None
         log.error("relay.log_lost_republishing", relay=self.name, reason=why)
         await self._guard.recover()
+        self._stamp_epoch()
         await self._outbox.reset_checkpoint(self.name)
         self._position = RelayPosition()
         self.log_resets += 1

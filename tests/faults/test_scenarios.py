@@ -30,6 +30,7 @@ from tests.faults.checker import wait_until_consistent
 from tests.faults.harness import FaultPlatform, start_fault_platform
 from tests.faults.load import LoadDriver, make_config
 from tests.faults.report import PROBE_FLAG, REPORT_PATH, ScenarioReport, time_to_recover
+from tests.faults.retries import publish_retry_duplicates
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(90)]
 
@@ -103,19 +104,71 @@ def _assert_sound(report: ScenarioReport, platform: FaultPlatform) -> None:
     assert report.violations == [], f"{report.violations}{logs}"
 
 
+@pytest.mark.timeout(150)
 async def test_kafka_broker_lost__relay_republishes_from_postgres__nothing_lost(
     platform: FaultPlatform,
 ) -> None:
+    """The log before the loss holds retry duplicates, a parked and a purged poison event: the
+    republished log is shorter, so the projector's old checkpoints point past events it never
+    saw (issue 9, §2.1). The log epoch makes it replay the new log from its beginning."""
+    await platform.create_flags([PARKED, PURGED])
+    client = make_redis(platform.stack.redis_url)
+    keys = Keyspace(platform.settings.redis_namespace)
+    seen: dict[str, Any] = {}
+
     async def fault(p: FaultPlatform) -> float:
+        seen["parked"] = await _park_poison(p, PARKED)
+        seen["purged"] = await _park_poison(p, PURGED)
+        purged = await p.request(
+            "DELETE", f"/api/v1/dead-letters/{seen['purged']}", role="ops", json={"reason": "fault test"}
+        )
+        assert purged.status_code == 200, purged.text
+        topic = p.settings.flag_events_topic
+        ends = await publish_retry_duplicates(p.stack.kafka_bootstrap, topic)
+        seen["duplicates_up_to"] = ends
+
+        async def projected_duplicates() -> bool:
+            group = p.settings.projector_group
+            stored = [await client.get(keys.checkpoint(group, topic, part)) for part in ends]
+            return all(int(raw or 0) >= end for raw, end in zip(stored, ends.values(), strict=True))
+
+        seen["duplicates_projected"] = await _poll_async(projected_duplicates, within=15)
         assert p.stack.kafka is not None
         await p.kill_server(p.stack.kafka)
         await asyncio.sleep(10.0)  # the outage itself (issue 4: 10 s)
         await p.start_server(p.stack.kafka)  # tansu keeps nothing: an empty broker
         return time.monotonic()
 
-    report = await _run(platform, "kafka-broker-lost", fault)
+    try:
+        report = await _run(platform, "kafka-broker-lost", fault, exclude=(PARKED, PURGED), log=seen)
+    finally:
+        await client.aclose()
 
+    assert seen["parked"] and seen["purged"], seen
+    assert seen["duplicates_up_to"], "no retry duplicates were published before the loss"
+    assert seen["duplicates_projected"], seen
     _assert_sound(report, platform)
+
+
+PARKED, PURGED = "fault-lost-parked", "fault-lost-purged"
+
+
+async def _park_poison(platform: FaultPlatform, flag: str) -> str | None:
+    """Append an event the projector cannot apply (FlagEnabled at schema 2); the id of its letter."""
+    head = await _chain_head(platform, flag)
+    config = make_config(31337, enabled=True)
+    await _append_directly(platform, [_next_event(head, "FlagEnabled", {"config": config, "diff": []}, 2)])
+    letter: dict[str, str | None] = {"id": None}
+
+    async def parked() -> bool:
+        response = await platform.request("GET", "/api/v1/dead-letters", role="ops", params={"flag": flag})
+        assert response.status_code == 200, response.text
+        items = [item for item in response.json()["items"] if item["version"] == head.version + 1]
+        letter["id"] = items[0]["id"] if items else None
+        return bool(items)
+
+    await _poll_async(parked, within=20)
+    return letter["id"]
 
 
 async def test_redis_lost__read_model_rebuilt__readers_serve_stale_snapshot(platform: FaultPlatform) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from events.kafka.adapter import flag_events_spec, headers_for, metric_alerts_spec
+from events.kafka.records import log_epoch_of
 from tests.unit.events.factories import make_event
 
 
@@ -16,7 +17,15 @@ def test_headers__cloudevents_fields__describe_the_event() -> None:
         "ce_subject": b"checkout",
         "fs_version": b"7",
         "fs_schema_version": b"1",
+        "fs_log_epoch": b"0",
     }
+
+
+def test_headers__log_epoch__stamped_and_read_back() -> None:
+    headers = headers_for(make_event("checkout", 7), log_epoch=3)
+    assert log_epoch_of(headers) == 3
+    assert log_epoch_of([("fs_version", b"7")]) == 0  # a record from before the epoch header
+    assert log_epoch_of([("fs_log_epoch", b"x")]) == 0
 
 
 def test_topic_specs__audit_topics__keep_everything_forever() -> None:

@@ -53,6 +53,7 @@ _ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "reader": frozenset({Permission.READ_FLAGS, Permission.EVALUATE, Permission.READ_AUDIT}),
     "ops": frozenset({Permission.READ_FLAGS, Permission.EVALUATE, Permission.OPERATE, Permission.ROLLBACK}),
     "alerts": frozenset({Permission.INGEST_ALERTS}),
+    "evaluator": frozenset({Permission.EVALUATE}),  # applications: evaluate (OFREP, /evaluate), nothing else
 }
 
 

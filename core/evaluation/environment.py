@@ -48,6 +48,11 @@ class CompiledEnvironment:
     def get(self, key: str) -> CompiledFlag | None:
         return self._compiled.get(key)
 
+    def source_of(self, key: str) -> Flag | None:
+        """The flag definition ``key`` was compiled from (``None`` for an unknown key)."""
+        source = self._sources.get(key)
+        return source[0] if source is not None else None
+
     def version_of(self, key: str) -> int | None:
         source = self._sources.get(key)
         return source[1] if source is not None else None

@@ -31,6 +31,7 @@ class Role(StrEnum):
     READER = "reader"
     OPS = "ops"
     ALERTS = "alerts"  # alert sources (Alertmanager webhooks): may only post metric alerts
+    EVALUATOR = "evaluator"  # applications (OFREP, SDKs): may only evaluate
 
 
 @dataclass(frozen=True, slots=True)

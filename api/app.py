@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from api.container import Container
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routes import alerts, audit, deadletters, evaluate, flags, health, ofrep
+from api.routes import alerts, audit, deadletters, evaluate, flags, health, keys, ofrep, rules, segments
 from monitoring.logging import configure_logging
 from runtime.settings import Settings, load_settings
 
@@ -50,5 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flags.router)
     app.include_router(evaluate.router)
     for router in (audit.router, deadletters.router, alerts.router, ofrep.router):
+        app.include_router(router)
+    for router in (segments.router, keys.router, rules.router):  # the management API
         app.include_router(router)
     return app

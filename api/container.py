@@ -22,6 +22,7 @@ from core.state import FlagState
 from events.audit.access import log_audit_access
 from events.audit.asof import evaluate_as_of, flag_as_of
 from events.audit.stream import StreamSettings
+from events.commands.keys import KEY_NOTICE_CHANNEL
 from events.commands.service import CommandMeta, CommandOutcome, CommandService
 from events.deadletters import DeadLetterStore
 from events.deadletters.operations import refresh_dead_letter_metrics
@@ -29,6 +30,7 @@ from events.relay.status import RelayStatus, read_relay_status
 from events.resilience import AsyncCircuitBreaker
 from events.store.db import apply_migrations, create_pool
 from events.store.guarded import GuardedEventStore
+from events.store.key_notices import KeyNoticeListener
 from events.store.keys import ApiKeyStore
 from events.store.postgres import PostgresEventStore
 from monitoring import metrics
@@ -75,6 +77,7 @@ class Container:
     readers: ReaderPool
     guarded_store: GuardedEventStore
     breakers: dict[str, AsyncCircuitBreaker] = field(default_factory=dict)
+    key_notices: KeyNoticeListener | None = None  # revocations from other processes
     _gauges_refreshed_at: float = float("-inf")
 
     @classmethod
@@ -107,7 +110,7 @@ class Container:
             retries=1,
         )
         keyspace = Keyspace(settings.redis_namespace)
-        return cls(
+        container = cls(
             settings=settings,
             pool=pool,
             store=store,
@@ -122,10 +125,15 @@ class Container:
             guarded_store=guarded,
             breakers={POSTGRES_BREAKER: breaker},
         )
+        container.key_notices = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, container.auth.forget_key)
+        await container.key_notices.start()
+        return container
 
     async def close(self) -> None:
         """Release every client, bounded: a pool whose connections are not back in time is terminated."""
         try:
+            if self.key_notices is not None:
+                await self.key_notices.close()
             await self.readers.close()
             await self.redis.aclose()
         finally:

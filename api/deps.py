@@ -21,6 +21,7 @@ __all__ = [
     "FlagReader",
     "IdempotencyKey",
     "IfMatch",
+    "KeyAdmin",
     "Operator",
     "Rollbacker",
     "Services",
@@ -59,6 +60,7 @@ Auditor = Annotated[Principal, Depends(require(Permission.READ_AUDIT))]
 Operator = Annotated[Principal, Depends(require(Permission.OPERATE))]
 Alerter = Annotated[Principal, Depends(require(Permission.INGEST_ALERTS))]
 Rollbacker = Annotated[Principal, Depends(require(Permission.ROLLBACK))]
+KeyAdmin = Annotated[Principal, Depends(require(Permission.MANAGE_KEYS))]
 
 IdempotencyKey = Annotated[
     str | None,

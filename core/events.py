@@ -87,6 +87,9 @@ class EventType(StrEnum):
     METRIC_ALERT_FIRED = "MetricAlertFired"
     METRIC_ALERT_RESOLVED = "MetricAlertResolved"
     INCIDENT_RECORDED = "IncidentRecorded"
+    API_KEY_CREATED = "ApiKeyCreated"
+    API_KEY_REVOKED = "ApiKeyRevoked"
+    API_KEY_ROTATED = "ApiKeyRotated"
 
 
 class Payload(BaseModel):
@@ -350,3 +353,4 @@ def _rollback_skipped_v1_to_v2(data: dict[str, JsonValue]) -> dict[str, JsonValu
 # Alert and incident payloads live in core.alerts, which registers them; importing it here makes
 # every reader of events know them (core.alerts imports only names defined above).
 import core.alerts  # noqa: E402, F401
+from core import apikeys as _apikeys  # noqa: E402, F401  (API-key audit events, registered the same way)

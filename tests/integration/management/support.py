@@ -1,0 +1,20 @@
+"""Helpers of the management API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.commands import CreateFlag
+from core.model import Flag
+from events.commands.service import CommandMeta, CommandOutcome
+from tests.integration.platform import Platform
+
+__all__ = ["create_flag"]
+
+
+async def create_flag(platform: Platform, flag: dict[str, Any]) -> int:
+    """Create a flag through the command path (what POST /api/v1/flags does); its version."""
+    parsed = Flag.model_validate(flag)
+    command = CreateFlag(flag_key=parsed.key, flag=parsed, expected_version=0)
+    outcome: CommandOutcome = await platform.container.execute(command, CommandMeta(actor="test-setup"))
+    return int(outcome.version)

@@ -13,9 +13,10 @@ from fastapi import FastAPI
 
 from api.container import Container
 from api.errors import install_error_handlers
-from api.middleware import RequestContextMiddleware
+from api.middleware import RequestContextMiddleware, RequestLogPolicy
 from api.routes import alerts, audit, deadletters, evaluate, flags, health, keys, ofrep, rules, segments
 from monitoring.logging import configure_logging
+from monitoring.sentry import configure_sentry
 from runtime.settings import Settings, load_settings
 
 __all__ = ["create_app"]
@@ -25,7 +26,15 @@ log = structlog.get_logger("api.app")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     resolved = settings or load_settings()
-    configure_logging(resolved.log_level, json=resolved.log_json)
+    configure_logging(
+        resolved.log_level,
+        json=resolved.log_json,
+        file=resolved.log_file,
+        file_max_bytes=resolved.log_file_max_bytes,
+        file_backups=resolved.log_file_backups,
+    )
+    configure_sentry(resolved.sentry_dsn, environment=resolved.sentry_environment)
+
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +54,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=resolved.request_max_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=resolved.request_max_bytes,
+        rate_limits=resolved.rate_limits_enabled,
+        log_policy=RequestLogPolicy(
+            enabled=resolved.log_requests,
+            evaluation_sample_rate=resolved.log_evaluation_sample_rate,
+            personal_attributes=frozenset(resolved.log_personal_attributes),
+        ),
+    )
     app.include_router(health.router)
     app.include_router(flags.router)
     app.include_router(evaluate.router)

@@ -162,6 +162,24 @@ class AuthCache:
             self._entries[secret] = (self._clock() + self._ttl, principal)
         return principal
 
+    async def identify(self, header: str | None) -> Principal | None:
+        """The principal of a well-formed, known key, or None — never raises for a bad header and
+        records no auth failure (the rate limiter's look at who is calling; the route still authenticates)."""
+        value = (header or "").strip()
+        scheme, _, secret = value.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not _KEY_SHAPE.match(secret):
+            return None
+        cached = self._entries.get(secret)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        principal = await self._lookup(secret)
+        if principal is not None:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[secret] = (self._clock() + self._ttl, principal)
+        return principal
+
     def forget(self, secrets: Iterable[str] = ()) -> None:
         for secret in secrets:
             self._entries.pop(secret, None)

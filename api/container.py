@@ -14,6 +14,8 @@ import structlog
 from redis.asyncio import Redis
 
 from api.auth import AuthCache, Principal
+from api.ratelimit import RateLimiter
+from api.readers import BoundedReaderPool
 from core.commands import Command
 from core.envelope import SEGMENT_STREAM_PREFIX
 from core.errors import DomainError, VersionConflict
@@ -77,6 +79,8 @@ class Container:
     readers: ReaderPool
     guarded_store: GuardedEventStore
     breakers: dict[str, AsyncCircuitBreaker] = field(default_factory=dict)
+    limiter: RateLimiter | None = None
+    as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     key_notices: KeyNoticeListener | None = None  # revocations from other processes
     _gauges_refreshed_at: float = float("-inf")
 
@@ -110,6 +114,14 @@ class Container:
             retries=1,
         )
         keyspace = Keyspace(settings.redis_namespace)
+        limiter = None
+        if settings.rate_limits_enabled:  # its own client: short timeouts, no retry (a fallback exists)
+            limiter = RateLimiter(
+                make_redis(settings.redis_url or "", socket_timeout=0.25, connect_timeout=0.25, retries=0),
+                settings.rate_limits,
+                namespace=settings.redis_namespace,
+                fallback_seconds=settings.rate_limit_fallback_seconds,
+            )
         container = cls(
             settings=settings,
             pool=pool,
@@ -121,9 +133,13 @@ class Container:
             keyspace=keyspace,
             queries=ReadModelQueries(redis, keyspace),
             read_model=RedisReadModel(redis, keyspace),
-            readers=ReaderPool(redis, namespace=settings.redis_namespace),
+            readers=BoundedReaderPool(
+                redis, namespace=settings.redis_namespace, max_environments=settings.reader_max_environments
+            ),
             guarded_store=guarded,
             breakers={POSTGRES_BREAKER: breaker},
+            limiter=limiter,
+            as_of_slots=asyncio.Semaphore(settings.as_of_max_concurrency),
         )
         container.key_notices = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, container.auth.forget_key)
         await container.key_notices.start()
@@ -136,6 +152,8 @@ class Container:
                 await self.key_notices.close()
             await self.readers.close()
             await self.redis.aclose()
+            if self.limiter is not None:
+                await self.limiter.close()
         finally:
             try:
                 await asyncio.wait_for(self.pool.close(), _POOL_CLOSE_SECONDS)

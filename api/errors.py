@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import FlagstreamError
+from monitoring import metrics
+from monitoring.sentry import capture_error
 
 __all__ = ["ApiError", "error_body", "field_path", "install_error_handlers", "parse_instant"]
 
@@ -106,6 +108,7 @@ def parse_instant(value: str, field: str) -> datetime:
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    metrics.record_error(str(body["error"]["code"]), status)
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
@@ -153,6 +156,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     log.exception("api.unhandled_error", error_class=type(exc).__name__)
+    principal = getattr(request.state, "principal", None)
+    capture_error(
+        exc,
+        correlation_id=getattr(request.state, "request_id", None),
+        route=str(getattr(request.scope.get("route"), "path", metrics.UNMATCHED_ROUTE)),
+        principal=getattr(principal, "name", None),
+        method=request.method,
+    )
     return _json(500, error_body("internal_error", "an unexpected error occurred"))
 
 

@@ -24,7 +24,8 @@ __all__ = [
 class ReasonBody(BaseModel):
     """Optional body of enable / disable / archive / restore."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "5" is not a version, "yes" is not true (request models accept JSON types as they are)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str | None = Field(default=None, max_length=1024)
     expected_version: int | None = Field(default=None, ge=0)
@@ -68,7 +69,7 @@ class FlagListResponse(BaseModel):
 
 
 class EvaluateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     environment: str = Field(pattern=ENVIRONMENT_PATTERN)
     context: dict[str, JsonValue] = Field(default_factory=dict)

@@ -17,9 +17,10 @@ passwords in URLs (``postgresql://user:secret@host``).
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final, TextIO
 
 import structlog
@@ -33,6 +34,8 @@ __all__ = [
     "clear_context",
     "configure_logging",
     "get_logger",
+    "mask_headers",
+    "mask_personal",
     "redact_secrets",
     "redact_text",
 ]
@@ -86,6 +89,31 @@ def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
     return event_dict
 
 
+def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Request headers fit for a log line: credentials, cookies and key material replaced."""
+    return {
+        name: REDACTED if _is_sensitive_key(name) or name.lower() == "set-cookie" else redact_text(value)
+        for name, value in headers.items()
+    }
+
+
+def mask_personal(context: Mapping[str, Any], personal: Collection[str]) -> dict[str, Any]:
+    """An evaluation context fit for a log line: attributes named in ``personal`` (case-insensitive,
+    at any depth) replaced, secrets masked like everywhere else."""
+    names = {name.lower() for name in personal}
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: REDACTED if str(k).lower() in names else mask(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [mask(v) for v in value]
+        return value
+
+    masked = mask(context)
+    result: dict[str, Any] = _redact_value(masked)
+    return result
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -99,9 +127,19 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
-def configure_logging(level: int | str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: int | str = "INFO",
+    json: bool = True,
+    stream: TextIO | None = None,
+    *,
+    file: str | None = None,
+    file_max_bytes: int = 10_485_760,
+    file_backups: int = 5,
+) -> None:
     """Route structlog and standard-library logging to ``stream`` (default: stderr) through one
     renderer: JSON lines when ``json`` (production), key/values otherwise (a terminal).
+    With ``file``, the same lines also go to that file as JSON, rotated when it reaches
+    ``file_max_bytes`` (``file_backups`` old files kept: ``x.log.1`` ...).
     Safe to call again (e.g. from tests): it replaces the previous configuration."""
     out = sys.stderr if stream is None else stream
     shared = _shared_processors()
@@ -119,7 +157,23 @@ def configure_logging(level: int | str = "INFO", json: bool = True, stream: Text
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, logging.FileHandler):
+            old.close()
     root.addHandler(handler)
+    if file is not None:
+        rotating = logging.handlers.RotatingFileHandler(
+            file, maxBytes=file_max_bytes, backupCount=file_backups, encoding="utf-8"
+        )
+        rotating.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=shared,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer(sort_keys=False),
+                ],
+            )
+        )
+        root.addHandler(rotating)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     for name in _FOREIGN_LOGGERS:
         foreign = logging.getLogger(name)

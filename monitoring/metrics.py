@@ -51,12 +51,15 @@ __all__ = [
     "record_auth_failure",
     "record_breaker_transition",
     "record_dead_letter_parked",
+    "record_error",
     "record_evaluation",
     "record_events_appended",
     "record_events_projected",
     "record_events_published",
+    "record_idempotency_purge",
     "record_incident",
     "record_kafka_send_failure",
+    "record_rate_limit",
     "render_latest",
     "set_blocked_flags",
     "set_breaker_state",
@@ -99,6 +102,15 @@ HTTP_DURATION: Final = Histogram(
 AUTH_FAILURES: Final = Counter(
     "flagstream_auth_failures", "Requests refused by authentication/authorisation, by reason.",
     ["reason"], registry=REGISTRY)
+HTTP_ERRORS: Final = Counter(
+    "flagstream_http_errors", "Error answers, by stable error code and status.",
+    ["code", "status"], registry=REGISTRY)
+RATE_LIMIT_DECISIONS: Final = Counter(
+    "flagstream_rate_limit_decisions", "Rate-limit decisions, by class, decision and store (redis/local).",
+    ["class", "decision", "store"], registry=REGISTRY)
+IDEMPOTENCY_PURGED: Final = Counter(
+    "flagstream_idempotency_keys_purged", "Idempotency keys deleted after the retention period.",
+    registry=REGISTRY)
 # --- evaluation, commands, events ---------------------------------------------------------
 EVALUATIONS: Final = Counter(
     "flagstream_evaluations", "Flag evaluations, by flag, environment and reason.",
@@ -181,7 +193,8 @@ BUILD_INFO: Final = Gauge(
 
 _COUNTERS: Final = (HTTP_REQUESTS, AUTH_FAILURES, EVALUATIONS, COMMANDS, EVENTS_APPENDED, EVENTS_PUBLISHED,
                     EVENTS_PROJECTED, KAFKA_SEND_FAILURES, BREAKER_TRANSITIONS, DEAD_LETTERS_PARKED,
-                    ALERTS_RECEIVED, ROLLBACKS, INCIDENTS)
+                    ALERTS_RECEIVED, ROLLBACKS, INCIDENTS, HTTP_ERRORS, RATE_LIMIT_DECISIONS,
+                    IDEMPOTENCY_PURGED)
 _OTHERS: Final = (HTTP_DURATION, COMMAND_DURATION, ROLLBACK_DURATION, RELAY_BACKLOG, RELAY_LAG,
                   PROJECTION_LAG, PROJECTOR_OFFSET, READER_STALENESS, BREAKER_STATE, DEAD_LETTERS,
                   DEAD_LETTER_AGE, BLOCKED_FLAGS, DB_POOL_IN_USE, DB_POOL_SIZE, BUILD_INFO)
@@ -209,6 +222,20 @@ def observe_http(route: str, method: str, status: int, seconds: float) -> None:
     labels = (route, verb if verb in _HTTP_METHODS else "OTHER", str(status))
     HTTP_REQUESTS.labels(*labels).inc()
     HTTP_DURATION.labels(*labels).observe(seconds)
+
+
+def record_error(code: str, status: int) -> None:
+    """Count one error answer by its stable code (``validation_error``, ``too_many_requests`` ...)."""
+    HTTP_ERRORS.labels(code, str(status)).inc()
+
+
+def record_rate_limit(rate_class: str, decision: str, shared: bool) -> None:
+    """``decision``: ``allowed``/``limited``; ``shared``: decided in Redis (else the local fallback)."""
+    RATE_LIMIT_DECISIONS.labels(rate_class, decision, "redis" if shared else "local").inc()
+
+
+def record_idempotency_purge(count: int) -> None:
+    IDEMPOTENCY_PURGED.inc(count)
 
 
 def record_auth_failure(reason: str) -> None:

@@ -90,6 +90,31 @@ class Settings(BaseSettings):
     # -- logging ---------------------------------------------------------------------------------
     log_level: LogLevel = "info"
     log_json: bool = True
+    log_file: str | None = None  # also write the lines to this file, rotated by size
+    log_file_max_bytes: int = Field(default=10_485_760, gt=0)
+    log_file_backups: int = Field(default=5, ge=0)
+    log_requests: bool = True  # one ``http.request`` line per request (api.middleware)
+    log_evaluation_sample_rate: float = Field(default=0.1, ge=0, le=1)
+    log_personal_attributes: list[str] = Field(
+        default_factory=lambda: ["email", "name", "phone", "ip", "address", "ssn"]
+    )
+
+    # -- operations hardening (api.ratelimit, monitoring.sentry, /readyz, /metrics) --------------
+    rate_limits_enabled: bool = True
+    # {role | "*" | "anonymous": {"evaluation" | "commands" | "audit": "<requests>/<seconds>"}}
+    rate_limits: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "*": {"evaluation": "20000/1", "commands": "2000/1", "audit": "200/1"},
+            "anonymous": {"evaluation": "2000/1", "commands": "200/1", "audit": "20/1"},
+        }
+    )
+    rate_limit_fallback_seconds: float = Field(default=5.0, gt=0)
+    sentry_dsn: str | None = Field(default=None, validation_alias=_aliases("sentry_dsn"))
+    sentry_environment: str = "production"
+    metrics_api_key: str | None = None  # when set, /metrics needs ``Authorization: Bearer <it>``
+    reader_max_environments: int = Field(default=64, ge=1)
+    as_of_max_concurrency: int = Field(default=2, ge=1)
+    idempotency_purge_interval_seconds: float = Field(default=300.0, gt=0)
 
     # -- Postgres --------------------------------------------------------------------------------
     db_pool_min: int = Field(default=1, ge=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -108,8 +109,8 @@ def _command_fields(data: dict[str, Any]) -> ReasonBody:
 
 
 def _parse(model: type[Any], data: Any, prefix: str = "") -> Any:
-    try:
-        return model.model_validate(data)
+    try:  # strict JSON validation: "yes" is not a bool, "1" not an int (ISO instants, enums stay strings)
+        return model.model_validate_json(orjson.dumps(data), strict=True)
     except ValidationError as e:
         raise ApiError(
             422,

@@ -1,6 +1,10 @@
 """Liveness, readiness and metrics.
 
-``/readyz`` names every dependency that is not ready: Postgres, Redis, Kafka (a metadata
+``/readyz`` answers ``{"status"}`` to anyone; the details below only to a key with the operate
+permission (ops, admin). ``/metrics`` needs ``Authorization: Bearer <FLAGSTREAM_METRICS_API_KEY>``
+when that setting is set.
+
+With details, ``/readyz`` names every dependency that is not ready: Postgres, Redis, Kafka (a metadata
 round-trip, cached briefly), the projection (the newest appended event is visible in the
 read model — checked on the newest event rather than on Kafka offsets, because tansu's high
 watermark cannot be trusted after a multi-record batch), every circuit breaker of this process
@@ -17,16 +21,22 @@ is failing. Anything else failing (Postgres, Redis, the API's own Postgres break
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 
-from fastapi import APIRouter, Response
+import structlog
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from api.auth import Permission
 from api.deps import Services
+from api.errors import ApiError
 from events.relay.status import RelayStatus
 from monitoring import metrics
 
 __all__ = ["router"]
+
+log = structlog.get_logger("api.health")
 
 router = APIRouter(tags=["health"])
 
@@ -130,7 +140,7 @@ def _only_degrades(name: str, kafka_side_failing: bool) -> bool:
     "/readyz",
     summary="Ready to serve: Postgres, Redis reachable; Kafka, relays, breakers and projection reported",
 )
-async def readyz(services: Services) -> JSONResponse:
+async def readyz(request: Request, services: Services) -> JSONResponse:
     checks: dict[str, str] = {}
     pg, redis, kafka = await asyncio.gather(
         _check_postgres(services), _check_redis(services), _check_kafka(services)
@@ -154,14 +164,42 @@ async def readyz(services: Services) -> JSONResponse:
     degraded = [k for k in failing if _only_degrades(k, kafka_side_failing)]
     status = "ready" if not failing else ("degraded" if degraded == failing else "not_ready")
     code = 200 if status in ("ready", "degraded") else 503  # degraded: commands still land in Postgres
+    if not await _may_see_details(request, services):
+        return JSONResponse(status_code=code, content={"status": status})
     return JSONResponse(
         status_code=code,
         content={"status": status, "checks": checks, "not_ready": failing, "degraded": degraded},
     )
 
 
+async def _may_see_details(request: Request, services: Services) -> bool:
+    """Details (check texts, breaker states, flag keys) only for a key with the operate permission."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return False
+    try:
+        principal = await services.auth.authenticate(header)
+    except ApiError:
+        raise  # a bad key is a 401, not a silent downgrade
+    except Exception as e:  # the key store cannot answer: the public answer only
+        log.warning("readyz.details_unavailable", error_class=type(e).__name__)
+        return False
+    request.state.principal = principal
+    return principal.can(Permission.OPERATE)
+
+
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
-async def prometheus_metrics(services: Services) -> Response:
+async def prometheus_metrics(request: Request, services: Services) -> Response:
+    expected = services.settings.metrics_api_key
+    if expected:
+        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "/metrics needs Authorization: Bearer <metrics key>",
+                details=[{"path": "headers.authorization", "message": "missing or wrong metrics key"}],
+            )
     await services.refresh_gauges()
     body, content_type = metrics.render_latest()
     return Response(content=body, media_type=content_type)

@@ -171,17 +171,22 @@ async def start_platform(
         poll_interval=0.05,
         listener=Listener(database_url),
     )
-    projector = Projector(
-        RedisReadModel(redis, Keyspace(settings.redis_namespace)),
-        bootstrap_servers=kafka_bootstrap,
-        topic=settings.flag_events_topic,
-        group=settings.projector_group,
+    # built only when it runs: an unstarted projector's consumer is an unclosed-resource warning
+    projector = (
+        Projector(
+            RedisReadModel(redis, Keyspace(settings.redis_namespace)),
+            bootstrap_servers=kafka_bootstrap,
+            topic=settings.flag_events_topic,
+            group=settings.projector_group,
+        )
+        if run_workers
+        else None
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://flagstream.test") as client:
             platform = Platform(settings, client, keys, store, redis, app=app)
-            if run_workers:
+            if projector is not None:
                 await projector.start()
                 platform.tasks.append(asyncio.create_task(relay.run(platform.stop)))
                 platform.tasks.append(asyncio.create_task(projector.run(platform.stop, poll_timeout=0.05)))
@@ -191,7 +196,7 @@ async def start_platform(
             finally:
                 platform.stop.set()
                 await asyncio.gather(*platform.tasks, return_exceptions=True)
-                if run_workers:
+                if projector is not None:
                     await projector.stop()
                 await producer.stop()
                 await redis.aclose()

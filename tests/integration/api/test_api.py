@@ -255,7 +255,7 @@ async def test_health__ready_when_everything_caught_up(platform: Platform, key: 
     )
     assert put.json()["projected"] is True
 
-    ready = await platform.client.get("/readyz")
+    ready = await platform.client.get("/readyz", headers=platform.auth("ops"))
     metrics = await platform.client.get("/metrics")
 
     assert live.status_code == 200

@@ -69,7 +69,7 @@ async def test_postgres_killed_and_restarted__503_retry_after_breaker_opens_noth
             refused.append(await _create(platform, key))
             refused_keys.append(key)
         breaker_state = breaker.state
-        ready_down = await platform.client.get("/readyz")
+        ready_down = await platform.client.get("/readyz", headers=platform.auth("admin"))
         # a key never used before (not in the auth cache): the lookup fails, which is a 503, not a 401
         uncached_auth = await platform.request("GET", "/api/v1/flags", role="reader")
 
@@ -77,7 +77,7 @@ async def test_postgres_killed_and_restarted__503_retry_after_breaker_opens_noth
         accepted_after, refused_while_recovering, recovery_seconds = await _create_until_accepted(
             platform, RECOVERY_BOUND_SECONDS
         )
-        ready_after = await platform.client.get("/readyz")
+        ready_after = await platform.client.get("/readyz", headers=platform.auth("admin"))
         events_after = await _count_events(private_stack.database_url)
         stored_refused = [
             key for key in refused_keys + refused_while_recovering if await platform.store.read_stream(key)

@@ -1,0 +1,227 @@
+"""Rate limits: token buckets in Redis shared by every API process, a per-process bucket as fallback.
+
+A request belongs to one *class* (``evaluation``: ``/api/v1/evaluate`` and OFREP; ``audit``: audit
+reads and ``?as_of=``; ``commands``: everything else under ``/api/``). It is charged to one bucket:
+its API key's (by the key's SHA-256, never the key itself) or, unauthenticated, its client
+address's. The quota depends on the caller's role (``Settings.rate_limits``: ``{role: {class:
+"quota/window_seconds"}}``, ``"*"`` the default of every role, ``"anonymous"`` the unauthenticated).
+
+One Lua script refills and takes a token atomically, on Redis's clock, so every process shares the
+bucket. If Redis does not answer, a bucket in this process takes over (for ``fallback_seconds``
+before Redis is tried again) rather than refusing everyone. Answers follow the IETF draft
+``draft-ietf-httpapi-ratelimit-headers`` (``RateLimit-Policy: "evaluation";q=100;w=1`` and
+``RateLimit: "evaluation";r=42;t=0``), plus ``Retry-After`` on a ``429``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from monitoring import metrics
+
+__all__ = [
+    "DEFAULT_RATE_LIMITS",
+    "LocalBuckets",
+    "Quota",
+    "RateClass",
+    "RateLimiter",
+    "Verdict",
+    "classify_request",
+    "parse_quota",
+]
+
+log = structlog.get_logger("api.ratelimit")
+
+RateClass = Literal["evaluation", "commands", "audit"]
+
+# High enough that tests and benchmarks are never throttled by accident; tighten them per deployment.
+DEFAULT_RATE_LIMITS: dict[str, dict[str, str]] = {
+    "*": {"evaluation": "20000/1", "commands": "2000/1", "audit": "200/1"},
+    "anonymous": {"evaluation": "2000/1", "commands": "200/1", "audit": "20/1"},
+}
+
+# KEYS[1] bucket; ARGV: capacity, refill tokens per second, ttl seconds.
+# Answers {allowed (0/1), tokens left (floor), milliseconds until one token is back}.
+_TOKEN_BUCKET_LUA = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = capacity
+  at = now
+end
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local allowed = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], ttl)
+local wait_ms = 0
+if tokens < 1 then
+  wait_ms = math.ceil((1 - tokens) / rate * 1000)
+end
+return {allowed, math.floor(tokens), wait_ms}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """``quota`` requests per ``window`` seconds (a bucket of ``quota`` tokens refilled evenly)."""
+
+    quota: int
+    window: float
+
+    @property
+    def rate(self) -> float:
+        return self.quota / self.window
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    rate_class: str
+    quota: Quota
+    remaining: int
+    wait_seconds: float
+    shared: bool  # False when the per-process fallback decided
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """``RateLimit-Policy`` and ``RateLimit`` (and ``Retry-After`` when refused)."""
+        name = self.rate_class
+        window = _format_number(self.quota.window)
+        reset = math.ceil(self.wait_seconds) if self.remaining < 1 else 0
+        out = [
+            (b"ratelimit-policy", f'"{name}";q={self.quota.quota};w={window}'.encode()),
+            (b"ratelimit", f'"{name}";r={max(self.remaining, 0)};t={reset}'.encode()),
+        ]
+        if not self.allowed:
+            out.append((b"retry-after", str(max(1, math.ceil(self.wait_seconds))).encode()))
+        return out
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parse_quota(text: str) -> Quota:
+    """``"100/60"`` → 100 requests per 60 s (a bare ``"100"`` is per second)."""
+    count, _, window = text.strip().partition("/")
+    quota = int(count)
+    seconds = float(window) if window else 1.0
+    if quota < 1 or seconds <= 0:
+        raise ValueError(f"rate limit {text!r}: expected <requests>/<seconds>, both positive")
+    return Quota(quota, seconds)
+
+
+def classify_request(method: str, path: str, query: str) -> RateClass | None:
+    """The class a request is charged to, or None when it is not limited (health, metrics, docs, UI)."""
+    if path.startswith("/ofrep/"):
+        return "evaluation"
+    if not path.startswith("/api/"):
+        return None
+    if path.startswith("/api/v1/audit") or "as_of=" in query:
+        return "audit"
+    if path.startswith("/api/v1/evaluate"):
+        return "evaluation"
+    return "commands"
+
+
+class LocalBuckets:
+    """Per-process token buckets (the fallback while Redis is away), bounded in number (LRU)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = 10_000) -> None:
+        self._clock = clock
+        self._max = max_buckets
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, bucket: str, quota: Quota) -> tuple[bool, int, float]:
+        now = self._clock()
+        tokens, at = self._buckets.pop(bucket, (float(quota.quota), now))
+        tokens = min(float(quota.quota), tokens + max(0.0, now - at) * quota.rate)
+        allowed = tokens >= 1
+        if allowed:
+            tokens -= 1
+        self._buckets[bucket] = (tokens, now)
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / quota.rate
+        return allowed, math.floor(tokens), wait
+
+
+class RateLimiter:
+    """Decides whether one request of ``rate_class`` by ``role`` from ``identity`` may proceed."""
+
+    def __init__(
+        self,
+        redis: Redis | None,
+        limits: Mapping[str, Mapping[str, str]],
+        *,
+        namespace: str = "fs",
+        fallback_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._quotas = {
+            role: {cls: parse_quota(text) for cls, text in classes.items()}
+            for role, classes in limits.items()
+        }
+        self._prefix = f"{namespace}:ratelimit"
+        self._fallback_seconds = fallback_seconds
+        self._clock = clock
+        self._local = LocalBuckets(clock=clock)
+        self._redis_down_until = float("-inf")
+        self._script = None if redis is None else redis.register_script(_TOKEN_BUCKET_LUA)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def quota_for(self, role: str, rate_class: str) -> Quota:
+        for name in (role, "*"):
+            quota = self._quotas.get(name, {}).get(rate_class)
+            if quota is not None:
+                return quota
+        return parse_quota(DEFAULT_RATE_LIMITS["*"][rate_class])
+
+    async def check(self, rate_class: str, role: str, identity: str) -> Verdict:
+        quota = self.quota_for(role, rate_class)
+        bucket = f"{rate_class}:{role}:{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+        shared = await self._take_shared(bucket, quota)
+        if shared is not None:
+            allowed, remaining, wait = shared
+        else:
+            allowed, remaining, wait = self._local.take(bucket, quota)
+        metrics.record_rate_limit(rate_class, "allowed" if allowed else "limited", shared is not None)
+        return Verdict(allowed, rate_class, quota, remaining, wait, shared is not None)
+
+    async def _take_shared(self, bucket: str, quota: Quota) -> tuple[bool, int, float] | None:
+        if self._script is None or self._clock() < self._redis_down_until:
+            return None
+        ttl = max(1, math.ceil(quota.window * 2))
+        try:
+            answer = await self._script(
+                keys=[f"{self._prefix}:{bucket}"], args=[quota.quota, repr(quota.rate), ttl]
+            )
+        except (RedisError, OSError, TimeoutError) as e:
+            self._redis_down_until = self._clock() + self._fallback_seconds
+            log.warning("ratelimit.redis_unavailable", error_class=type(e).__name__)
+            return None
+        allowed, remaining, wait_ms = (int(x) for x in answer)
+        return bool(allowed), remaining, wait_ms / 1000

@@ -35,7 +35,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     configure_sentry(resolved.sentry_dsn, environment=resolved.sentry_environment)
 
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await Container.start(resolved)

@@ -43,6 +43,7 @@ class Permission(StrEnum):
     OPERATE = "operate"  # dead letters, redrive, purge, manual rollback of infrastructure
     INGEST_ALERTS = "ingest_alerts"
     ROLLBACK = "rollback"
+    MANAGE_KEYS = "manage_keys"  # create, list, revoke, rotate API keys (admin only)
 
 
 _ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
@@ -162,23 +163,13 @@ class AuthCache:
             self._entries[secret] = (self._clock() + self._ttl, principal)
         return principal
 
-    async def identify(self, header: str | None) -> Principal | None:
-        """The principal of a well-formed, known key, or None — never raises for a bad header and
-        records no auth failure (the rate limiter's look at who is calling; the route still authenticates)."""
-        value = (header or "").strip()
-        scheme, _, secret = value.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not _KEY_SHAPE.match(secret):
-            return None
-        cached = self._entries.get(secret)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
-        principal = await self._lookup(secret)
-        if principal is not None:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[secret] = (self._clock() + self._ttl, principal)
-        return principal
+    def forget_key(self, key_id: str | None) -> None:
+        """Drop every cached secret of key ``key_id`` (a revocation notice); ``None`` drops all."""
+        if key_id is None:
+            self._entries.clear()
+            return
+        for secret in [s for s, (_, p) in self._entries.items() if p.key_id == key_id]:
+            self._entries.pop(secret, None)
 
     def forget(self, secrets: Iterable[str] = ()) -> None:
         for secret in secrets:

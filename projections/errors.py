@@ -28,7 +28,7 @@ class ApplyRejected(FlagstreamError):
 class PoisonEvent(FlagstreamError):
     """A Kafka record the projector can never project: unparseable, unappliable, or after a gap.
 
-    Raised from one place (:meth:`projections.projector.Projector._reject`) so the dead-letter
+    Raised from one place (:meth:`projections.one_at_a_time.OneAtATime._reject`) so the dead-letter
     queue can hook in there. ``kind`` is ``"unparseable"``, ``"rejected"`` or ``"gap"``.
     """
 

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["register"]
+__all__ = ["default_api_workers", "register"]
 
 _WORKERS = ("workers.relay", "workers.projector", "workers.rollback")
 _STOP_GRACE_SECONDS = 15.0
@@ -34,9 +34,22 @@ def register(app: typer.Typer) -> None:
 
 PortOption = Annotated[int, typer.Option(help="API port (0 = a free port).")]
 DataDirOption = Annotated[Path, typer.Option(help="Where the local servers keep their data.")]
+ApiWorkersOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="API processes sharing the port (SO_REUSEPORT); default: one per core."),
+]
 
 
-def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")) -> None:
+def default_api_workers() -> int:
+    """One API process per core available to this process (at least one)."""
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run(
+    port: PortOption = 8080,
+    data_dir: DataDirOption = Path(".runtime-data"),
+    api_workers: ApiWorkersOption = None,
+) -> None:
     from runtime.devstack import open_stack
     from runtime.processes import find_free_port
     from runtime.settings import SettingsError, load_settings
@@ -60,19 +73,18 @@ def run(port: PortOption = 8080, data_dir: DataDirOption = Path(".runtime-data")
         env = {**os.environ, **stack.environment()}
         api_port = port or find_free_port()
         secret = asyncio.run(_prepare(stack.database_url, stack.kafka_bootstrap))
-        children.append(
-            _spawn(
-                [sys.executable, "-m", "api.serve", "--host", "127.0.0.1", "--port", str(api_port)],
-                env,
-            )
-        )
+        serve = [sys.executable, "-m", "api.serve", "--host", "127.0.0.1", "--port", str(api_port)]
+        workers = api_workers or default_api_workers()
+        for _ in range(workers):
+            children.append(_spawn([*serve, "--reuse-port"] if workers > 1 else serve, env))
         for module in _WORKERS:
             if _module_exists(module):
                 children.append(_spawn([sys.executable, "-m", module], env))
         _wait_until_serving(f"http://127.0.0.1:{api_port}/healthz", children, stopping)
         typer.echo("")
         typer.echo(
-            f"  Flagstream API   http://127.0.0.1:{api_port}   (OpenAPI: http://127.0.0.1:{api_port}/docs)"
+            f"  Flagstream API   http://127.0.0.1:{api_port}   (OpenAPI: http://127.0.0.1:{api_port}/docs;"
+            f" {workers} API process{'es' if workers > 1 else ''})"
         )
         typer.echo(f"  Admin API key    {secret}")
         typer.echo(

@@ -105,7 +105,8 @@ async def _run(database_url: str, redis_url: str, rounds: int) -> None:
         segment = Segment(key="beta", included=tuple(f"user-{i}" for i in range(0, CONTEXTS, 10)))
         if (await container.commands.load_segment("beta")).segment is None:
             await container.execute(CreateSegment(segment_key="beta", segment=segment), meta)
-        body = {"flag": flag_key, "environment": "production", "config": CONFIG, "contexts": _contexts()}
+        contexts = _contexts()
+        body = {"flag": flag_key, "environment": "production", "config": CONFIG, "contexts": contexts}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             timings: list[float] = []
@@ -119,9 +120,7 @@ async def _run(database_url: str, redis_url: str, rounds: int) -> None:
                 assert response.status_code == 200, response.text
                 assert sum(response.json()["counts"].values()) == CONTEXTS
                 started = time.perf_counter()
-                await rules_service(container).preview(
-                    flag_key, "production", CONFIG, body["contexts"], _now()
-                )
+                await rules_service(container).preview(flag_key, "production", CONFIG, contexts, _now())
                 service_ms = (time.perf_counter() - started) * 1000
                 if i >= 2:
                     timings.append(elapsed)

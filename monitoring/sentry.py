@@ -3,8 +3,8 @@
 Only unexpected errors (the API's 500s) are sent, explicitly, by :func:`capture_error`, tagged with
 the request's ``correlation_id``, route template and principal name. Nothing of the request is sent:
 no headers, cookies, body, query string, local variables or breadcrumbs (:func:`scrub_event` drops
-them, and the SDK is started with ``send_default_pii=False``, no default integrations and
-``include_local_variables=False``); messages and exception texts go through the log redaction
+them, and the SDK is started collecting no user info, bodies or frame variables and with no default
+integrations); messages and exception texts go through the log redaction
 (API keys, Bearer credentials, URL passwords).
 """
 
@@ -60,8 +60,8 @@ def configure_sentry(dsn: str | None, *, environment: str = "production", releas
         dsn=dsn,
         environment=environment,
         release=release,
-        send_default_pii=False,
-        include_local_variables=False,
+        # no user info, bodies or frame variables collected (and scrub_event drops the rest)
+        data_collection={"user_info": False, "http_bodies": [], "stack_frame_variables": False},
         max_breadcrumbs=0,
         default_integrations=False,
         auto_enabling_integrations=False,

@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from api.container import Container
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware, RequestLogPolicy
-from api.routes import alerts, audit, deadletters, evaluate, flags, health, keys, ofrep, rules, segments
+from api.routes import alerts, audit, deadletters, evaluate, flags, health, ofrep
+from api.routes.management import MANAGEMENT_ROUTERS
 from monitoring.logging import configure_logging
 from monitoring.sentry import configure_sentry
 from runtime.settings import Settings, load_settings
@@ -68,6 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evaluate.router)
     for router in (audit.router, deadletters.router, alerts.router, ofrep.router):
         app.include_router(router)
-    for router in (segments.router, keys.router, rules.router):  # the management API
+    for router in MANAGEMENT_ROUTERS:  # segments, keys, rules, import/export, bulk
         app.include_router(router)
     return app

@@ -18,6 +18,7 @@ from events.commands.keys import KeyService
 from events.commands.rules import RulesService
 from events.commands.segments import SegmentService
 from events.commands.service import CommandMeta, CommandOutcome
+from events.commands.transfer import TransferService
 from events.store.idempotency import compute_request_hash
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "parse_model",
     "rules_service",
     "segment_service",
+    "transfer_service",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,3 +84,12 @@ def rules_service(services: Container) -> RulesService:
 
 def attribute_catalog(services: Container) -> AttributeCatalog:
     return AttributeCatalog(services.redis, services.settings.redis_namespace)
+
+
+def transfer_service(services: Container) -> TransferService:
+    return TransferService(
+        services.execute,
+        services.commands.load_flag,
+        services.guarded_store.stream_keys,
+        segment_service(services),
+    )

@@ -17,6 +17,9 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
+from core.commands import CreateFlag
+from core.model import Flag
+from events.commands.service import CommandMeta
 from events.store.keys import ApiKeyStore
 from tests.integration.ofrep.server import serve_http
 from tests.integration.platform import Platform, module_database, start_platform
@@ -50,15 +53,20 @@ def client(platform: Platform, base_url: str) -> Iterator[OpenFeatureClient]:
         base_url, headers_factory=lambda: {"Authorization": f"Bearer {secret}", HEADER: ENV}
     )
     domain = "ofrep-" + uuid.uuid4().hex[:8]
-    api.set_provider(provider, domain)
+    api.set_provider_and_wait(provider, domain)
     yield api.get_client(domain)
     api.clear_providers()
 
 
 async def _flag(platform: Platform, body: dict[str, Any], config: dict[str, Any]) -> str:
     key = "o-" + uuid.uuid4().hex[:10]
-    created = await platform.request("POST", "/api/v1/flags", json={"key": key, **body})
-    assert created.status_code == 201, created.text
+    if body:  # typed variations: POST /api/v1/flags refuses explicit variations today (strict tuple parse)
+        create = CreateFlag(flag_key=key, flag=Flag.model_validate({"key": key, **body}), expected_version=0)
+        outcome = await platform.container.execute(create, CommandMeta(actor="test-admin"))
+        assert outcome.version == 1
+    else:
+        created = await platform.request("POST", "/api/v1/flags", json={"key": key})
+        assert created.status_code == 201, created.text
     put = await platform.request("PUT", f"/api/v1/flags/{key}/environments/{ENV}?wait=projected", json=config)
     assert put.status_code == 200 and put.json()["projected"] is True, put.text
     return key

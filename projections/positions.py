@@ -162,6 +162,14 @@ class PartitionPositions:
                 await self._reset_to_epoch(tp, newest)
                 continue
             batches[tp] = [r for r in records if log_epoch_of(r.headers) == current]
+            if len(batches[tp]) < len(records):  # expected only right after a loss: say so
+                _log.warning(
+                    "projector.older_epoch_dropped",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    epoch=current,
+                    records=len(records) - len(batches[tp]),
+                )
         return batches
 
     async def _reset_to_epoch(self, tp: TopicPartition, epoch: int) -> None:

@@ -99,10 +99,30 @@ async def test_log_lost__republished_shorter_in_new_epoch__projector_replays_it(
 
         await second.run_until(caught_up, within=30)
         position = await second.read_model.position(second.group, unique_topic, 0)
+        assert await second.read_model.load_flag_state("e") == replay(old + later)
+        assert position[1] == 1  # the checkpoint now belongs to epoch 1
+
+        # a record of the old epoch (sent before the relay noticed the loss) is dropped...
+        stale = writer.configure("e", "production", on_config(True))
+        marker = StreamWriter().create(flag_doc("marker", "production"))
+        await _publish(kafka_bootstrap, unique_topic, [stale], epoch=0)
+        await _publish(kafka_bootstrap, unique_topic, [marker], epoch=1)
+
+        async def marker_seen() -> bool:
+            return (await second.read_model.load_flag_state("marker")).version == 1
+
+        await second.run_until(marker_seen, within=30)
+        assert (await second.read_model.load_flag_state("e")).version == len(old) + len(later)
+        # ... and applied when the relay republishes it in the new epoch
+        await _publish(kafka_bootstrap, unique_topic, [stale], epoch=1)
+
+        async def stale_applied() -> bool:
+            return (await second.read_model.load_flag_state("e")).version == stale.version
+
+        await second.run_until(stale_applied, within=30)
     finally:
         await second.stop()
-    assert await second.read_model.load_flag_state("e") == replay(old + later)
-    assert position[1] == 1  # the checkpoint now belongs to epoch 1
+    assert await second.read_model.load_flag_state("e") == replay(old + later + [stale])
 
 
 async def test_apply__right_version_wrong_prev_hash__not_applied_and_poison(

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from api.console import install_console
 from api.container import Container
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware, RequestLogPolicy
@@ -71,4 +72,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     for router in MANAGEMENT_ROUTERS:  # segments, keys, rules, import/export, bulk
         app.include_router(router)
+    install_console(app)
     return app

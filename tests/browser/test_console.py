@@ -1,0 +1,295 @@
+"""The console in a real Chromium against the real platform: sign in, create, build, preview, save, agree
+with the API, conflicts, roles, CSRF, escaping, and axe-core on every page.
+
+Set ``FLAGSTREAM_SCREENSHOTS=docs/ui`` to also write screenshots of the main pages (``make screenshots``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import AXE
+from tests.integration.platform import Platform
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+ENV = "production"
+USERS: list[dict[str, Any]] = [
+    {
+        "targetingKey": f"user-{i}",
+        "country": ["US", "CA", "FR", "DE"][i % 4],
+        "plan": ["pro", "free"][i % 2 == 0],
+        "beta": i % 3 == 0,
+    }
+    for i in range(20)
+]
+
+
+def _key(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def _signed_in(browser: Any, base_url: str, secret: str, width: int = 1280) -> AsyncIterator[Page]:
+    context = await browser.new_context(base_url=base_url, viewport={"width": width, "height": 900})
+    context.set_default_timeout(5000)
+    page = await context.new_page()
+    await page.goto("/ui/flags")
+    await expect(page).to_have_url(re.compile(r"/ui/signin"))
+    await page.get_by_label("API key").fill(secret)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/ui/flags"))
+    try:
+        yield page
+    finally:
+        await context.close()
+
+
+@pytest.fixture(scope="module")
+async def writer(browser: Any, base_url: str, platform: Platform) -> AsyncIterator[Page]:
+    async for page in _signed_in(browser, base_url, platform.keys["admin"]):
+        yield page
+
+
+async def _create_flag(page: Page, key: str, name: str = "") -> None:
+    await page.goto("/ui/flags")
+    await page.get_by_role("link", name="New flag").click()
+    await page.get_by_label("Key").fill(key)
+    if name:
+        await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Reason").fill("browser test")
+    await page.get_by_role("button", name="Create flag").click()
+    await expect(page).to_have_url(re.compile(rf"/ui/flags/{re.escape(key)}/env/"))
+
+
+async def _preview_rows(page: Page, count: int) -> dict[str, tuple[str, str]]:
+    rows = page.locator("#preview-table tbody tr")
+    await expect(rows).to_have_count(count)
+    found: dict[str, tuple[str, str]] = {}
+    for i in range(count):
+        cells = await rows.nth(i).locator("td").all_inner_texts()
+        found[cells[0]] = (cells[1], cells[3])
+    return found
+
+
+async def test_build_nested_rule__preview_and_save__api_agrees(writer: Page, platform: Platform) -> None:
+    page, key = writer, _key("checkout")
+    await _create_flag(page, key, "New checkout")
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_label("Targeting on").check()
+    await page.get_by_role("button", name="Add rule").click()
+    rule = page.locator("li.rule").first
+    await rule.get_by_label("Attribute", exact=True).fill("country")
+    await rule.get_by_label("Attribute", exact=True).blur()
+    await rule.get_by_label("Operator", exact=True).select_option("in")
+    await rule.get_by_label("Values (comma-separated)", exact=True).fill("US, CA")
+    await rule.get_by_role("button", name="Add group").click()
+    nested = rule.locator("fieldset.group fieldset.group")
+    await nested.get_by_label("Attribute", exact=True).fill("plan")
+    await nested.get_by_label("Attribute", exact=True).blur()
+    await nested.get_by_label("Values (comma-separated)", exact=True).fill("pro")
+    await nested.get_by_role("button", name="Add condition").click()
+    await nested.get_by_label("Attribute", exact=True).nth(1).fill("beta")
+    await nested.get_by_label("Attribute", exact=True).nth(1).blur()
+    await nested.get_by_label("Type", exact=True).nth(1).select_option("boolean")
+    await nested.get_by_label("Values (comma-separated)", exact=True).nth(1).fill("true")
+    await nested.get_by_role("button", name="Negate group (NOT)").click()
+    await page.get_by_role("button", name="Add a default").click()
+    await page.locator('[data-path="default.variation"]').select_option("off")
+    await page.get_by_label("Test users").fill(json.dumps(USERS))
+    shown = await _preview_rows(page, 20)
+    # the builder's rule: country in (US, CA) and not (plan == pro or beta == true)
+    for user in USERS:
+        matched = user["country"] in ("US", "CA") and not (user["plan"] == "pro" or user["beta"])
+        assert shown[str(user["targetingKey"])] == (("on", "rule-1") if matched else ("off", "—")), user
+    await page.get_by_label("Reason for this change").fill("launch to North America")
+    await page.get_by_role("button", name=f"Save {ENV}").click()
+    await expect(page.locator("#status")).to_contain_text("Saved: version")
+    version = int(await page.locator("#flag-version").inner_text())
+    stored = (await platform.request("GET", f"/api/v1/flags/{key}")).json()
+    assert stored["version"] == version
+    assert (
+        stored["flag"]["environments"][ENV]["rules"][0]["when"]["all"][1]["not"]["any"][1]["attribute"]
+        == "beta"
+    )
+    for user in USERS:
+        answer = await platform.request(
+            "POST",
+            "/api/v1/evaluate",
+            role="reader",
+            json={"environment": ENV, "context": user, "flags": [key]},
+        )
+        result = answer.json()["results"][key]
+        assert (result["variation"], result.get("rule_id") or "—") == shown[str(user["targetingKey"])], user
+
+
+async def test_invalid_field__message_at_the_field_before_saving(writer: Page) -> None:
+    page, key = writer, _key("regex")
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_role("button", name="Add rule").click()
+    rule = page.locator("li.rule").first
+    await rule.get_by_label("Type", exact=True).select_option("number")
+    await rule.get_by_label("Attribute", exact=True).fill("age")
+    await rule.get_by_label("Operator", exact=True).select_option("gt")
+    await rule.get_by_label("Value", exact=True).fill("not-a-number")
+    await expect(rule.locator('[data-path="rules[0].when.all[0]"] .err')).to_contain_text("need numbers")
+    await expect(page.locator("#save")).to_be_enabled()
+    await rule.get_by_label("Type", exact=True).select_option("string")
+    await rule.get_by_label("Operator", exact=True).select_option("matches")
+    await rule.get_by_label("Regular expression", exact=True).fill("([a-z")
+    await expect(rule.get_by_text("Not a valid regular expression")).to_be_visible()
+
+
+async def test_lost_race__shown_as_changed_by_someone_meanwhile(writer: Page, platform: Platform) -> None:
+    page, key = writer, _key("race")
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await expect(page.locator("#builder h3").first).to_be_visible()
+    other = await platform.request(
+        "PUT",
+        f"/api/v1/flags/{key}/environments/{ENV}",
+        role="writer",
+        json={"enabled": True, "default": {"variation": "on"}, "reason": "someone else"},
+    )
+    assert other.status_code == 200, other.text
+    await page.get_by_role("button", name="Add a default").click()
+    await page.get_by_role("button", name=f"Save {ENV}").click()
+    conflict = page.locator(".conflict")
+    await expect(conflict).to_contain_text("Changed by test-writer meanwhile")
+    await expect(conflict).to_contain_text("someone else")
+    stored = (await platform.request("GET", f"/api/v1/flags/{key}")).json()
+    assert stored["version"] == 2  # the other change stands; the console's edit was not written
+    assert stored["flag"]["environments"][ENV]["default"]["variation"] == "on"
+
+
+async def test_reader__sees_no_edit_controls(
+    browser: Any, base_url: str, writer: Page, platform: Platform
+) -> None:
+    key = _key("readonly")
+    await _create_flag(writer, key)
+    async for page in _signed_in(browser, base_url, platform.keys["reader"]):
+        await expect(page.get_by_role("link", name="New flag")).to_have_count(0)
+        await page.goto(f"/ui/flags/{key}/env/{ENV}")
+        await expect(page.locator("#builder h3").first).to_be_visible()
+        await expect(page.locator("main button")).to_have_count(0)
+        await expect(
+            page.locator("#builder input:not([disabled]), #builder select:not([disabled])")
+        ).to_have_count(0)
+        response = await page.request.post(
+            f"/ui/flags/{key}/env/{ENV}/toggle",
+            form={"enabled": "on", "expected_version": "1", "csrf_token": await _csrf(page)},
+        )
+        assert response.status == 403
+
+
+async def _csrf(page: Page) -> str:
+    return str(await page.locator('meta[name="csrf-token"]').get_attribute("content"))
+
+
+async def test_change_without_csrf_token__refused(writer: Page, platform: Platform) -> None:
+    key = _key("csrf")
+    await _create_flag(writer, key)
+    created = await platform.request(
+        "PUT", f"/api/v1/flags/{key}/environments/{ENV}?wait=projected", json={"default": {"variation": "on"}}
+    )
+    assert created.status_code == 200, created.text
+    form: dict[str, str | float | bool] = {"enabled": "on", "expected_version": "2", "reason": "no token"}
+    refused = await writer.request.post(f"/ui/flags/{key}/env/{ENV}/toggle", form=form, max_redirects=0)
+    assert refused.status == 403
+    assert (await refused.json())["error"]["code"] == "csrf_failed"
+    wrong = await writer.request.post(
+        f"/ui/flags/{key}/env/{ENV}/toggle", form={**form, "csrf_token": "x" * 43}, max_redirects=0
+    )
+    assert wrong.status == 403
+    assert (await platform.request("GET", f"/api/v1/flags/{key}")).json()["version"] == 2
+    accepted = await writer.request.post(
+        f"/ui/flags/{key}/env/{ENV}/toggle", form={**form, "csrf_token": await _csrf(writer)}, max_redirects=0
+    )
+    assert accepted.status == 303
+    assert (await platform.request("GET", f"/api/v1/flags/{key}")).json()["version"] == 3
+
+
+async def test_flag_named_script__renders_as_text(writer: Page) -> None:
+    key, name = _key("xss"), "<script>alert(1)</script>"
+    dialogs: list[str] = []
+    writer.on("dialog", lambda d: dialogs.append(d.message))
+    await _create_flag(writer, key, name)
+    await expect(writer.get_by_role("heading", level=1)).to_have_text(f"Flag {name}")
+    await writer.goto(f"/ui/flags?q={key}")
+    await expect(writer.get_by_role("link", name=name)).to_be_visible()
+    assert dialogs == []
+    assert await writer.locator("script:not([src]):not([type='application/json'])").count() == 0
+
+
+async def test_history__timeline_rollback_and_as_of(writer: Page, platform: Platform) -> None:
+    page, key = writer, _key("history")
+    await _create_flag(page, key)
+    configured = await platform.request(
+        "PUT", f"/api/v1/flags/{key}/environments/{ENV}?wait=projected", json={"default": {"variation": "on"}}
+    )
+    assert configured.status_code == 200, configured.text
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_label("Reason", exact=True).fill("first launch")
+    await page.get_by_role("button", name="Turn on").click()
+    await expect(page.locator("#state-h")).to_contain_text("On")
+    await page.goto(f"/ui/flags/{key}/history?env={ENV}")
+    await expect(page.locator(".timeline > li")).to_have_count(3)
+    await expect(page.locator(".timeline > li").first).to_contain_text("first launch")
+    await expect(page.locator(".timeline .diff").first).to_contain_text("enabled")
+    await page.get_by_label("Reason", exact=True).first.fill("too early")
+    await page.get_by_role("button", name="Undo version 3").click()
+    await expect(page.locator(".timeline > li")).to_have_count(4)
+    await expect(page.locator(".timeline > li").first).to_contain_text("too early")
+    state = (await platform.request("GET", f"/api/v1/flags/{key}")).json()
+    assert state["version"] == 4
+    assert state["flag"]["environments"][ENV]["enabled"] is False
+
+
+async def test_axe__no_serious_or_critical_violation_on_any_page(
+    browser: Any, base_url: str, writer: Page, platform: Platform
+) -> None:
+    key = _key("axe")
+    await _create_flag(writer, key, "Accessible flag")
+    anonymous = await browser.new_context(base_url=base_url)
+    pages = [
+        ("signin", None, "/ui/signin"),
+        ("flags", writer, "/ui/flags"),
+        ("new-flag", writer, "/ui/flags/new"),
+        ("flag", writer, f"/ui/flags/{key}/env/{ENV}"),
+        ("history", writer, f"/ui/flags/{key}/history?env={ENV}"),
+        ("incidents", writer, "/ui/incidents"),
+        ("dead-letters", writer, "/ui/dead-letters"),
+    ]
+    shots = os.environ.get("FLAGSTREAM_SCREENSHOTS")
+    problems: dict[str, list[str]] = {}
+    for name, signed_in, path in pages:
+        page = signed_in or await anonymous.new_page()
+        await page.goto(path)
+        if name == "flag":
+            await page.get_by_label("Test users").fill(json.dumps(USERS[:5]))
+            await expect(page.locator("#preview-table tbody tr")).to_have_count(5)
+        await page.add_script_tag(path=str(AXE))
+        result = await page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        bad = [
+            f"{v['id']}: {v['help']}" for v in result["violations"] if v["impact"] in ("serious", "critical")
+        ]
+        if bad:
+            problems[name] = bad
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        await page.set_viewport_size({"width": 375, "height": 800})
+        narrow = await page.evaluate("document.documentElement.scrollWidth")
+        await page.set_viewport_size({"width": 1280, "height": 900})
+        assert narrow <= 375 + 1, f"{name} scrolls sideways at 375 px ({narrow} px wide; {width} at 1280)"
+        if shots:
+            os.makedirs(shots, exist_ok=True)
+            await page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
+    await anonymous.close()
+    assert problems == {}

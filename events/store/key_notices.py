@@ -43,9 +43,15 @@ class KeyNoticeListener:
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The Postgres backend of the LISTEN connection (for diagnostics), if connected."""
+        return self._conn.get_server_pid() if self.connected and self._conn is not None else None
+
     async def start(self) -> None:
         """Listen now if Postgres answers (otherwise keep trying in the background)."""
-        await self._listen()
+        if not await self._listen():
+            self._lost.set()  # the background task keeps trying
         self._task = asyncio.create_task(self._keep_listening(), name="key-notices")
 
     async def close(self) -> None:
@@ -79,7 +85,7 @@ class KeyNoticeListener:
         except StoreUnavailable as e:
             log.warning("keys.listen_failed", channel=self._channel, error_class=type(e).__name__)
             return False
-        except CONNECTION_ERRORS as e:
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError, OSError) as e:  # e.g. the database not there yet
             log.warning("keys.listen_failed", channel=self._channel, error_class=type(e).__name__)
             return False
         conn.add_termination_listener(self._on_terminated)

@@ -1,0 +1,77 @@
+"""KeyNoticeListener on a real Postgres: notices arrive, a lost connection is re-established (and
+every cached key forgotten), and a listener that could not connect at start keeps trying."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from events.commands.keys import KEY_NOTICE_CHANNEL
+from events.store.key_notices import KeyNoticeListener
+
+pytestmark = pytest.mark.integration
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)  # polling a condition, bounded by the deadline
+
+
+async def _notify(dsn: str, payload: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, payload)
+    finally:
+        await conn.close()
+
+
+async def test_listener__notice_then_lost_connection__forgets_all_and_listens_again(
+    database_url: str,
+) -> None:
+    seen: list[str | None] = []
+    listener = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, seen.append, retry_seconds=0.05)
+    await listener.start()
+    try:
+        await _notify(database_url, "key_aaaaaaaaaaaaaaaa")
+        await _until(lambda: "key_aaaaaaaaaaaaaaaa" in seen)
+
+        admin = await asyncpg.connect(database_url)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", listener.backend_pid)
+        finally:
+            await admin.close()
+        seen.clear()
+        await _until(lambda: listener.connected and None in seen)
+        await _notify(database_url, "key_bbbbbbbbbbbbbbbb")
+        await _until(lambda: "key_bbbbbbbbbbbbbbbb" in seen)
+    finally:
+        await listener.close()
+
+
+async def test_listener__database_missing_at_start__does_not_fail_and_connects_later(
+    database_url: str,
+) -> None:
+    name = f"late_{uuid.uuid4().hex[:10]}"
+    base = database_url.rpartition("/")[0]
+    dsn = f"{base}/{name}"
+    seen: list[str | None] = []
+    listener = KeyNoticeListener(dsn, KEY_NOTICE_CHANNEL, seen.append, retry_seconds=0.05)
+    await listener.start()  # must not raise: the API starts, the TTL bounds revocations meanwhile
+    admin = await asyncpg.connect(database_url)
+    try:
+        assert not listener.connected
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await _until(lambda: listener.connected)
+        await _notify(dsn, "key_cccccccccccccccc")
+        await _until(lambda: "key_cccccccccccccccc" in seen)
+    finally:
+        await listener.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

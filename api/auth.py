@@ -13,22 +13,27 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 
 from api.errors import ApiError
 
 __all__ = [
+    "ROLE_CHECKS",
     "AuthCache",
     "Permission",
     "Principal",
     "PrincipalLookup",
     "authorise",
+    "mark_role_check",
     "parse_bearer",
+    "roles_with",
 ]
 
 log = structlog.get_logger("api.auth")
+
+T = TypeVar("T")
 
 # Our keys: "fs_" + urlsafe base64. Anything else is malformed before we touch the database.
 _KEY_SHAPE = re.compile(r"^fs_[A-Za-z0-9_-]{16,128}$")
@@ -68,6 +73,26 @@ class Principal:
 
     def can(self, permission: Permission) -> bool:
         return permission in _ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+ROLE_CHECKS: dict[Callable[..., object], frozenset[str]] = {}
+"""Every FastAPI dependency that authorises, with the roles it lets through (``api.deps.require``
+registers its checks; any other authorising dependency must too): the role-matrix test reads a
+route's allowed roles here (the intersection over its dependency tree)."""
+
+
+def mark_role_check(
+    check: Callable[..., T], permission: Permission | None = None, *, roles: Iterable[str] = ()
+) -> Callable[..., T]:
+    """Register ``check`` as an authorising dependency: it lets through the roles holding ``permission``
+    (or exactly ``roles``). An inspectable marker, not a behaviour: the check still does the checking."""
+    ROLE_CHECKS[check] = roles_with(permission) if permission is not None else frozenset(roles)
+    return check
+
+
+def roles_with(permission: Permission) -> frozenset[str]:
+    """The roles whose keys hold ``permission``."""
+    return frozenset(role for role, granted in _ROLE_PERMISSIONS.items() if permission in granted)
 
 
 class PrincipalLookup(Protocol):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from api.auth import Permission, Principal, authorise
+from api.auth import Permission, Principal, authorise, mark_role_check
 from api.container import Container
 
 __all__ = [
@@ -50,7 +50,7 @@ def require(permission: Permission) -> Callable[..., Coroutine[Any, Any, Princip
         return principal
 
     dependency.__name__ = f"require_{permission.value}"
-    return dependency
+    return mark_role_check(dependency, permission)
 
 
 Writer = Annotated[Principal, Depends(require(Permission.WRITE_FLAGS))]

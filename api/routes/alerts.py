@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from api.auth import Permission, Principal
+from api.auth import Permission, Principal, mark_role_check, roles_with
 from api.deps import Alerter, Services, require
 from api.errors import ApiError
 from core.alerts import (
@@ -157,6 +157,7 @@ async def _incident_reader(
     return audit
 
 
+mark_role_check(_incident_reader, roles=roles_with(Permission.READ_AUDIT) | roles_with(Permission.OPERATE))
 IncidentReader = Annotated[Principal, Depends(_incident_reader)]
 
 

@@ -25,6 +25,7 @@ from projections.keys import DEFAULT_NAMESPACE
 __all__ = ["FlagstreamProvider", "ProviderNotReady"]
 
 T = TypeVar("T")
+_Answer = tuple[str, dict[str, int | float | str | bool]]
 
 _ERROR_CODES = {
     code.value: OFErrorCode(code.value) for code in ErrorCode if code.value in OFErrorCode._value2member_map_
@@ -59,7 +60,8 @@ class FlagstreamProvider(AbstractProvider):
             else redis
         )
         self._owns_client = isinstance(redis, str)
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or _utc_now
+        self._answers: dict[int, tuple[EvaluationResult, _Answer]] = {}
         self.follower = SnapshotFollower(
             self._client,
             environment,
@@ -144,12 +146,21 @@ class FlagstreamProvider(AbstractProvider):
         if not fits(result.value):
             message = f"{flag_key}: the flag's value {result.value!r} is not of the requested type"
             return FlagResolutionDetails(default, OFErrorCode.TYPE_MISMATCH, message, Reason.ERROR)
-        flag = snapshot.source_of(flag_key)
-        config = flag.environments.get(snapshot.environment) if flag is not None else None
         value: T = result.value
-        return FlagResolutionDetails(
-            value, None, None, reason_of(result, config), result.variation, _metadata_of(result)
-        )
+        entry = self._answers.get(id(result))  # results are shared per flag version: map each once
+        if entry is not None and entry[0] is result:
+            cached = entry[1]
+        else:
+            flag = snapshot.source_of(flag_key)
+            config = flag.environments.get(snapshot.environment) if flag is not None else None
+            cached = self._remember(result, (reason_of(result, config), _metadata_of(result)))
+        return FlagResolutionDetails(value, None, None, cached[0], result.variation, dict(cached[1]))
+
+    def _remember(self, result: EvaluationResult, answer: _Answer) -> _Answer:
+        if len(self._answers) >= 4096:  # bounded: results of replaced flag versions are not kept forever
+            self._answers.clear()
+        self._answers[id(result)] = (result, answer)  # the result is kept: its id cannot be reused
+        return answer
 
 
 def reason_of(result: EvaluationResult, config: EnvironmentConfig | None) -> str:
@@ -176,6 +187,10 @@ def _metadata_of(result: EvaluationResult) -> dict[str, int | float | str | bool
     if result.reason is CoreReason.PREREQUISITE_FAILED:
         metadata["flagstreamReason"] = result.reason.value
     return metadata
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _context_of(context: EvaluationContext | None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from fastapi.templating import Jinja2Templates
 
 from api.console.deps import SignInRequired
 from api.console.routes import router
-from api.console.session import SessionStore
 
 __all__ = ["install_console"]
 
@@ -23,7 +22,6 @@ _HERE = Path(__file__).parent
 
 
 def install_console(app: FastAPI) -> None:
-    app.state.console_sessions = SessionStore()
     app.state.console_templates = Jinja2Templates(directory=str(_HERE / "templates"))
 
     async def _to_sign_in(request: Request, error: Exception) -> RedirectResponse:

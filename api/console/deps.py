@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from api.auth import Permission, authorise
+from api.auth import Permission, authorise, mark_role_check, roles_with
 from api.console.csrf import check_csrf
 from api.console.session import COOKIE_NAME, Session, SessionStore
 from api.errors import ApiError
@@ -47,7 +47,12 @@ class SignInRequired(Exception):
 
 
 def sessions_of(request: Request) -> SessionStore:
-    store: SessionStore = request.app.state.console_sessions
+    """The session store, built on first use from the container's Redis client (after the lifespan)."""
+    store = getattr(request.app.state, "console_sessions", None)
+    if not isinstance(store, SessionStore):
+        container = request.app.state.container
+        store = SessionStore(container.redis, container.settings.redis_namespace)
+        request.app.state.console_sessions = store
     return store
 
 
@@ -59,7 +64,7 @@ Public = Annotated[None, Depends(public)]
 
 
 async def _session(request: Request) -> Session:
-    session = sessions_of(request).get(request.cookies.get(COOKIE_NAME))
+    session = await sessions_of(request).get(request.cookies.get(COOKIE_NAME))
     if session is None:
         if request.method != "GET":
             raise ApiError(401, "unauthenticated", "sign in to the console first")
@@ -74,7 +79,7 @@ def _view(permission: Permission) -> Callable[..., Coroutine[Any, Any, Session]]
         return session
 
     dependency.__name__ = f"console_view_{permission.value}"
-    return dependency
+    return mark_role_check(dependency, permission)
 
 
 def _change(permission: Permission | None) -> Callable[..., Coroutine[Any, Any, Session]]:
@@ -85,7 +90,9 @@ def _change(permission: Permission | None) -> Callable[..., Coroutine[Any, Any, 
         return session
 
     dependency.__name__ = f"console_change_{permission.value if permission else 'session'}"
-    return dependency
+    if permission is None:  # sign-out: any signed-in role
+        return mark_role_check(dependency, roles=frozenset().union(*(roles_with(p) for p in Permission)))
+    return mark_role_check(dependency, permission)
 
 
 async def _incident_viewer(session: Annotated[Session, Depends(_session)]) -> Session:
@@ -94,6 +101,8 @@ async def _incident_viewer(session: Annotated[Session, Depends(_session)]) -> Se
         raise ApiError(403, "forbidden", f"role {principal.role!r} may not read incidents")
     return session
 
+
+mark_role_check(_incident_viewer, roles=roles_with(Permission.READ_AUDIT) | roles_with(Permission.OPERATE))
 
 ViewFlags = Annotated[Session, Depends(_view(Permission.READ_FLAGS))]
 ViewAudit = Annotated[Session, Depends(_view(Permission.READ_AUDIT))]

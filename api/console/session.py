@@ -1,23 +1,26 @@
 """Console sessions: a random id in an HttpOnly, SameSite=Strict cookie; the session itself stays server-side.
 
 A session maps to the same :class:`~api.auth.Principal` the signing-in API key authenticates as, so the
-console's roles are exactly the API's. Sessions live in process memory (one API process serves the
-console), expire after ``ttl_seconds`` of inactivity and are forgotten on sign-out.
+console's roles are exactly the API's. Sessions are kept in Redis (``<namespace>:console:session:<id>``)
+so that every API process (``flagstream run`` starts several) knows them; each expires after
+``ttl_seconds`` without use (the expiry is renewed on every request) and is deleted on sign-out.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from api.auth import Principal
+from projections.errors import ReadModelUnavailable
 
 __all__ = ["COOKIE_NAME", "Session", "SessionStore"]
 
 COOKIE_NAME = "fs_console"
-_MAX_SESSIONS = 10_000
 
 
 @dataclass(slots=True)
@@ -25,45 +28,41 @@ class Session:
     id: str
     principal: Principal
     csrf_token: str
-    expires_at: float
 
 
 class SessionStore:
-    """Sessions keyed by a 256-bit random id, expiring after a period without use."""
+    """Sessions keyed by a 256-bit random id, in Redis, expiring after a period without use."""
 
-    def __init__(self, *, ttl_seconds: float = 8 * 3600, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: Redis, namespace: str, *, ttl_seconds: int = 8 * 3600) -> None:
+        self._client = client
+        self._prefix = f"{namespace}:console:session:"
         self._ttl = ttl_seconds
-        self._clock = clock
-        self._sessions: dict[str, Session] = {}
 
-    def create(self, principal: Principal) -> Session:
-        now = self._clock()
-        if len(self._sessions) >= _MAX_SESSIONS:
-            self._drop_expired(now)
-        session = Session(
-            id=secrets.token_urlsafe(32),
-            principal=principal,
-            csrf_token=secrets.token_urlsafe(32),
-            expires_at=now + self._ttl,
-        )
-        self._sessions[session.id] = session
+    async def create(self, principal: Principal) -> Session:
+        session = Session(secrets.token_urlsafe(32), principal, secrets.token_urlsafe(32))
+        body = {"name": principal.name, "role": principal.role, "key_id": principal.key_id,
+                "csrf": session.csrf_token}
+        try:
+            await self._client.set(self._prefix + session.id, json.dumps(body), ex=self._ttl)
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable storing a console session") from e
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
-        if not session_id:
+    async def get(self, session_id: str | None) -> Session | None:
+        if not session_id or len(session_id) > 100:
             return None
-        session = self._sessions.get(session_id)
-        now = self._clock()
-        if session is None or session.expires_at <= now:
-            self._sessions.pop(session_id, None)
+        try:
+            raw = await self._client.getex(self._prefix + session_id, ex=self._ttl)
+        except (RedisError, OSError) as e:
+            raise ReadModelUnavailable("redis unavailable reading a console session") from e
+        if raw is None:
             return None
-        session.expires_at = now + self._ttl
-        return session
+        body = json.loads(raw)
+        return Session(session_id, Principal(body["name"], body["role"], body["key_id"]), body["csrf"])
 
-    def delete(self, session_id: str | None) -> None:
+    async def delete(self, session_id: str | None) -> None:
         if session_id:
-            self._sessions.pop(session_id, None)
-
-    def _drop_expired(self, now: float) -> None:
-        for key in [k for k, s in self._sessions.items() if s.expires_at <= now]:
-            del self._sessions[key]
+            try:
+                await self._client.delete(self._prefix + session_id)
+            except (RedisError, OSError) as e:
+                raise ReadModelUnavailable("redis unavailable deleting a console session") from e

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,10 +13,11 @@ from api.auth import Principal
 from api.console.csrf import check_csrf
 from api.console.editing import attributes_of, parse_config, preview_contexts
 from api.console.routes.signin import _safe_next
-from api.console.session import SessionStore
+from api.console.session import Session, SessionStore
 from api.errors import ApiError
 from core.evaluation import compile_environment
 from core.model import Flag
+from projections.connection import make_redis
 
 STATIC = Path(__file__).parents[2] / "api" / "console" / "static"
 PRINCIPAL = Principal("alice", "writer", "k1")
@@ -27,25 +30,39 @@ def test_static_assets__js_and_css_together_under_200_kb() -> None:
     assert (STATIC / "vendor" / "htmx.LICENSE").read_text().strip()
 
 
-def test_session__expires_after_idle_ttl_and_is_refreshed_by_use() -> None:
-    now = [0.0]
-    store = SessionStore(ttl_seconds=10, clock=lambda: now[0])
-    session = store.create(PRINCIPAL)
+@pytest.fixture
+async def sessions(redis_url: str) -> AsyncIterator[SessionStore]:
+    client = make_redis(redis_url)
+    try:
+        yield SessionStore(client, f"test-{uuid.uuid4().hex[:8]}", ttl_seconds=100)
+    finally:
+        await client.aclose()
+
+
+async def test_session__stored_in_redis_with_expiry_renewed_by_use(
+    sessions: SessionStore, redis_url: str
+) -> None:
+    session = await sessions.create(PRINCIPAL)
     assert session.id != session.csrf_token and len(session.id) >= 40
-    now[0] = 9
-    assert store.get(session.id) is session
-    now[0] = 18
-    assert store.get(session.id) is session
-    now[0] = 28.5
-    assert store.get(session.id) is None
-    assert store.get("unknown") is None and store.get(None) is None
+    client = make_redis(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(f"*:console:session:{session.id}")]
+        assert len(keys) == 1
+        key = keys[0]
+        assert 90 < await client.ttl(key) <= 100
+        await client.expire(key, 5)
+        again = await sessions.get(session.id)
+        assert again is not None and again.principal == PRINCIPAL and again.csrf_token == session.csrf_token
+        assert await client.ttl(key) > 90
+    finally:
+        await client.aclose()
+    assert await sessions.get("unknown") is None and await sessions.get(None) is None
 
 
-def test_session__deleted_on_sign_out() -> None:
-    store = SessionStore()
-    session = store.create(PRINCIPAL)
-    store.delete(session.id)
-    assert store.get(session.id) is None
+async def test_session__deleted_on_sign_out(sessions: SessionStore) -> None:
+    session = await sessions.create(PRINCIPAL)
+    await sessions.delete(session.id)
+    assert await sessions.get(session.id) is None
 
 
 def _request(headers: dict[str, str], body: bytes = b"") -> Request:
@@ -76,8 +93,7 @@ def _request(headers: dict[str, str], body: bytes = b"") -> Request:
 async def test_csrf__only_the_sessions_token_passes(
     headers: dict[str, str], body: bytes, accepted: bool
 ) -> None:
-    session = SessionStore().create(PRINCIPAL)
-    session.csrf_token = "good"
+    session = Session("id", PRINCIPAL, "good")
     if accepted:
         await check_csrf(_request(headers, body), session)
         return

@@ -71,7 +71,7 @@ async def sign_in(
             next=_safe_next(next),
             error="That API key is not valid (unknown, revoked or mistyped).",
         )
-    session = sessions_of(request).create(principal)
+    session = await sessions_of(request).create(principal)
     log.info("console.signed_in", principal=principal.name, role=principal.role)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
@@ -87,7 +87,7 @@ async def sign_in(
 
 @router.post("/signout")
 async def sign_out(request: Request, session: SignedIn) -> RedirectResponse:
-    sessions_of(request).delete(session.id)
+    await sessions_of(request).delete(session.id)
     log.info("console.signed_out", principal=session.principal.name)
     response = RedirectResponse("/ui/signin", status_code=303)
     response.delete_cookie(COOKIE_NAME, path="/ui")

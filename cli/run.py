@@ -87,6 +87,7 @@ def run(
             f" {workers} API process{'es' if workers > 1 else ''})"
         )
         typer.echo(f"  Admin API key    {secret}")
+        typer.echo(f"  Console          http://127.0.0.1:{api_port}/ui   (sign in with the key above)")
         typer.echo(
             f"  Try: curl -H 'Authorization: Bearer {secret}' http://127.0.0.1:{api_port}/api/v1/flags"
         )

@@ -5,14 +5,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from api.deps import FlagReader, IdempotencyKey, IfMatch, Rollbacker, Services, Writer
 from api.errors import ApiError, parse_instant
 from api.schemas import CommandResponse, FlagListResponse, FlagOut, MetadataPatch, ReasonBody, RollbackRequest
+from api.strict import parse_strict
 from core.commands import (
     ArchiveFlag,
     Command,
@@ -25,7 +24,6 @@ from core.commands import (
 )
 from core.model import ENVIRONMENT_PATTERN, FLAG_KEY_PATTERN, EnvironmentConfig, Flag
 from core.state import FlagState
-from core.validation import issues_from_validation_error
 from events.commands.service import CommandMeta
 from events.store.idempotency import compute_request_hash
 
@@ -109,15 +107,7 @@ def _command_fields(data: dict[str, Any]) -> ReasonBody:
 
 
 def _parse(model: type[Any], data: Any, prefix: str = "") -> Any:
-    try:  # strict JSON validation: "yes" is not a bool, "1" not an int (ISO instants, enums stay strings)
-        return model.model_validate_json(orjson.dumps(data), strict=True)
-    except ValidationError as e:
-        raise ApiError(
-            422,
-            "validation_error",
-            "the request is not valid",
-            details=issues_from_validation_error(e, prefix),
-        ) from e
+    return parse_strict(model, data, prefix)  # "yes" is not a bool, "1" not an int: 422 with the path
 
 
 @router.post("", status_code=201, response_model=CommandResponse, summary="Create a flag")

@@ -143,11 +143,18 @@ async def test_kafka_broker_lost__relay_republishes_from_postgres__nothing_lost(
         report = await _run(platform, "kafka-broker-lost", fault, exclude=(PARKED, PURGED), log=seen)
     finally:
         await client.aclose()
+    letters = {}
+    for flag in (PARKED, PURGED):  # the replay of the new log went past both poison events again
+        listed = await platform.request("GET", "/api/v1/dead-letters", role="ops", params={"flag": flag})
+        letters[flag] = [item["id"] for item in listed.json()["items"]]
+    blocked = (await platform.request("GET", "/api/v1/dead-letters/blocked-flags", role="ops")).json()
 
     assert seen["parked"] and seen["purged"], seen
     assert seen["duplicates_up_to"], "no retry duplicates were published before the loss"
     assert seen["duplicates_projected"], seen
     _assert_sound(report, platform)
+    assert letters == {PARKED: [seen["parked"]], PURGED: []}, letters  # nothing parked twice or again
+    assert PARKED in blocked["stages"]["projector"] and PURGED not in blocked["stages"]["projector"]
 
 
 PARKED, PURGED = "fault-lost-parked", "fault-lost-purged"

@@ -22,6 +22,7 @@ from api.errors import ApiError
 
 __all__ = [
     "ChangeFlags",
+    "ChangeKeys",
     "ChangeOps",
     "ChangeRollback",
     "Public",
@@ -30,6 +31,7 @@ __all__ = [
     "ViewAudit",
     "ViewFlags",
     "ViewIncidents",
+    "ViewKeys",
     "ViewOps",
     "ViewWrite",
     "permissions_of",
@@ -108,6 +110,8 @@ ViewFlags = Annotated[Session, Depends(_view(Permission.READ_FLAGS))]
 ViewAudit = Annotated[Session, Depends(_view(Permission.READ_AUDIT))]
 ViewOps = Annotated[Session, Depends(_view(Permission.OPERATE))]
 ViewWrite = Annotated[Session, Depends(_view(Permission.WRITE_FLAGS))]
+ViewKeys = Annotated[Session, Depends(_view(Permission.MANAGE_KEYS))]
+ChangeKeys = Annotated[Session, Depends(_change(Permission.MANAGE_KEYS))]
 ViewIncidents = Annotated[Session, Depends(_incident_viewer)]
 ChangeFlags = Annotated[Session, Depends(_change(Permission.WRITE_FLAGS))]
 ChangeRollback = Annotated[Session, Depends(_change(Permission.ROLLBACK))]
@@ -127,7 +131,7 @@ def permissions_of(session: Session | None) -> dict[str, bool]:
         "rollback": p.can(Permission.ROLLBACK),
         "operate": p.can(Permission.OPERATE),
         "incidents": p.can(Permission.READ_AUDIT) or p.can(Permission.OPERATE),
-        "admin": p.role == "admin",
+        "keys": p.can(Permission.MANAGE_KEYS),
     }
 
 

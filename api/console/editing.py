@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from api.console.session import Session
 from api.deps import Services
+from core.analysis import analyze_environment
 from core.commands import Command
 from core.conditions import iter_clauses
 from core.errors import DomainError, VersionConflict
@@ -132,4 +133,7 @@ def preview_contexts(
                 "error_code": str(result.error_code) if result.error_code else None,
             }
         )
-    return {"issues": issues, "results": results, "counts": counts}
+    analysis = analyze_environment(config)
+    warnings = [{"path": w.path, "code": w.code, "message": w.message} for w in analysis.warnings]
+    return {"issues": issues, "warnings": warnings, "complexity": analysis.complexity, "results": results,
+            "counts": counts}

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from playwright.async_api import Page, expect
@@ -253,6 +254,79 @@ async def test_history__timeline_rollback_and_as_of(writer: Page, platform: Plat
     assert state["flag"]["environments"][ENV]["enabled"] is False
 
 
+async def test_rule_warnings__unreachable_rule_shown_live(writer: Page) -> None:
+    page, key = writer, _key("warn")
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_role("button", name="Add rule").click()
+    await page.get_by_role("button", name="Remove condition").click()
+    await expect(page.locator("#warnings")).to_have_text("")
+    await page.get_by_role("button", name="Add rule").click()
+    second = page.locator("li.rule").nth(1)
+    await second.get_by_label("Attribute", exact=True).fill("country")
+    await second.get_by_label("Values (comma-separated)").fill("US")
+    await expect(page.locator("#warnings")).to_contain_text("rules[1]")
+
+
+async def test_rules__reordered_by_keyboard(writer: Page) -> None:
+    page, key = writer, _key("order")
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_role("button", name="Add rule").click()
+    await page.get_by_role("button", name="Add rule").click()
+    down = page.get_by_role("button", name="Move rule rule-1 down")
+    await down.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator('[data-path="rules[0].id"]')).to_have_value("rule-2")
+    await expect(page.locator('[data-path="rules[1].id"]')).to_have_value("rule-1")
+    await expect(page.get_by_role("button", name="Move rule rule-1 up")).to_be_focused()
+
+
+async def test_segments_and_keys__admin_creates_both(writer: Page, platform: Platform) -> None:
+    segment = _key("beta")
+    await writer.goto("/ui/segments")
+    await writer.get_by_label("Key", exact=True).fill(segment)
+    await writer.get_by_label("Included user keys (one per line)").fill("user-1\nuser-2")
+    await writer.get_by_role("button", name="Create segment").click()
+    await expect(writer).to_have_url(re.compile(rf"/ui/segments/{segment}$"))
+    await writer.get_by_label("Condition (JSON").fill('{"attribute": "plan", "op": "gt", "values": ["x"]}')
+    await writer.get_by_role("button", name="Save segment").click()
+    await expect(writer.locator(".err").first).to_contain_text("when")
+    stored = (await platform.request("GET", f"/api/v1/segments/{segment}")).json()
+    assert stored["segment"]["included"] == ["user-1", "user-2"] and stored["version"] == 1
+    await writer.goto("/ui/keys")
+    await writer.get_by_label("Principal (who the key acts as)").fill("console-made")
+    await writer.get_by_label("Role", exact=True).select_option("reader")
+    await writer.get_by_role("button", name="Create key").click()
+    secret = await writer.get_by_label("Secret").input_value()
+    answer = await platform.client.get("/api/v1/flags", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+    await writer.goto("/ui/keys")
+    await expect(writer.get_by_label("Secret")).to_have_count(0)
+    await expect(writer.locator("tbody")).to_contain_text("console-made")
+
+
+async def test_as_of__what_a_user_saw_before_a_change(writer: Page, platform: Platform) -> None:
+    key = _key("asof")
+    await _create_flag(writer, key)
+    before = await platform.request(
+        "PUT",
+        f"/api/v1/flags/{key}/environments/{ENV}?wait=projected",
+        json={"enabled": True, "default": {"variation": "on"}},
+    )
+    assert before.status_code == 200
+    page = await platform.request("GET", f"/api/v1/flags/{key}/history")
+    instant = page.json()["entries"][-1]["occurred_at"]
+    after = await platform.request(
+        "PUT",
+        f"/api/v1/flags/{key}/environments/{ENV}?wait=projected",
+        json={"enabled": True, "default": {"variation": "off"}},
+    )
+    assert after.status_code == 200
+    await writer.goto(f"/ui/flags/{key}/history?env={ENV}&at={quote(instant)}&user=user-7")
+    await expect(writer.locator("#asof-result")).to_contain_text("got on")
+
+
 async def test_axe__no_serious_or_critical_violation_on_any_page(
     browser: Any, base_url: str, writer: Page, platform: Platform
 ) -> None:
@@ -267,6 +341,8 @@ async def test_axe__no_serious_or_critical_violation_on_any_page(
         ("history", writer, f"/ui/flags/{key}/history?env={ENV}"),
         ("incidents", writer, "/ui/incidents"),
         ("dead-letters", writer, "/ui/dead-letters"),
+        ("segments", writer, "/ui/segments"),
+        ("keys", writer, "/ui/keys"),
     ]
     shots = os.environ.get("FLAGSTREAM_SCREENSHOTS")
     problems: dict[str, list[str]] = {}

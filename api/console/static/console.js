@@ -59,7 +59,11 @@
     if (!RW) return null;
     var a = {type: "button", "class": "small", text: text, onclick: function (e) {
       var focus = onclick(e); rerender();
-      if (focus) { var b = root.querySelector('[aria-label="' + focus + '"]'); if (b && !b.disabled) b.focus(); }
+      if (focus) {
+        var b = root.querySelector('[aria-label="' + focus + '"]');
+        if (b && b.disabled) b = root.querySelector('[aria-label="' + focus.replace(/ (up|down)$/, function (m) { return m === " up" ? " down" : " up"; }) + '"]');
+        if (b) b.focus();
+      }
     }};
     for (var k in extra || {}) a[k] = extra[k];
     return h("button", a);
@@ -398,6 +402,9 @@
     post(D.urls.preview, {config: clean(), contexts: users}).then(function (r) { return r.json(); }).then(function (a) {
       if (mine !== seq) return;
       showIssues(a.issues, statusEl);
+      var warn = document.getElementById("warnings");
+      warn.replaceChildren.apply(warn, (a.warnings || []).length ? [h("h3", {text: "Warnings (complexity " + a.complexity + ")"}),
+        h("ul", {"class": "warnings"}, a.warnings.map(function (w) { return h("li", null, h("code", {text: w.path}), ": " + w.message); }))] : []);
       var tbody = document.querySelector("#preview-table tbody");
       tbody.replaceChildren.apply(tbody, (a.results || []).map(function (r) {
         return h("tr", null, h("td", {"class": "mono", text: r.key}), h("td", {text: r.variation === null ? "—" : r.variation}),

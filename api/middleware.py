@@ -24,6 +24,7 @@ import structlog
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.bodyguard import guarded, inspect_json, read_all, replay
 from api.ratelimit import Verdict, classify_request
 from monitoring import metrics
 from monitoring.logging import mask_headers, mask_personal
@@ -171,12 +172,30 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_headers)
+            app_receive = await self._guard(scope, limited_receive, receive, send, extra)
+            if app_receive is None:
+                return 422
+            await self.app(scope, app_receive, send_with_headers)
         except _BodyTooLarge:
             if not response_started:
                 await self._answer(send, 413, self._too_large(), extra)
             status_holder["status"] = 413
         return status_holder["status"]
+
+    async def _guard(
+        self, scope: Scope, limited: Receive, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> Receive | None:
+        """The ``receive`` to hand the app, or None once a structurally hostile body is answered (422)."""
+        if not guarded(scope):
+            return limited
+        body = await read_all(limited)
+        problem = inspect_json(body)
+        if problem is None:
+            return replay(body, receive)
+        detail = {"path": problem[0], "message": problem[1]}
+        error = {"code": "validation_error", "message": "the request is not valid", "details": [detail]}
+        await self._answer(send, 422, orjson.dumps({"error": error}), extra)
+        return None
 
     async def _check_rate(
         self, scope: Scope, headers: dict[bytes, bytes], rate_class: str | None

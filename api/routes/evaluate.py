@@ -48,9 +48,7 @@ async def _evaluate_as_of(
     authorise(principal, Permission.READ_AUDIT)
     slots = services.as_of_slots
     if slots.locked():
-        raise ApiError(
-            503, "as_of_busy", "as-of evaluations are all busy in this process; retry shortly"
-        )
+        raise ApiError(503, "as_of_busy", "as-of evaluations are all busy in this process; retry shortly")
     log_audit_access(
         principal.name,
         "evaluate_as_of",

@@ -94,7 +94,7 @@ async def test_as_of__runs_in_a_worker_thread_and_answers(
 ) -> None:
     key = await _configured(platform, "asof-env")
     threads: list[int] = []
-    original = evaluate_route.evaluate_as_of
+    original = evaluate_route.evaluate_as_of  # type: ignore[attr-defined]
 
     async def recording(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.get_ident())

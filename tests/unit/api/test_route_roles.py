@@ -23,7 +23,8 @@ def test_route_table__read_from_the_live_app() -> None:
     roles = {(r.method, r.path): r.roles for r in route_roles(_app())}
     assert roles[("POST", "/api/v1/flags")] == frozenset({"admin", "writer"})
     assert roles[("POST", "/api/v1/evaluate")] == frozenset({"admin", "writer", "reader", "ops", "evaluator"})
-    assert roles[("GET", "/api/v1/incidents")] == frozenset({"admin", "reader", "ops"})  # two checks, intersected
+    # two checks (read flags; read audit or operate), intersected
+    assert roles[("GET", "/api/v1/incidents")] == frozenset({"admin", "reader", "ops"})
     assert ("GET", "/healthz") in roles and ("GET", "/healthz") in PUBLIC_ROUTES
 
 

@@ -15,7 +15,7 @@ from api.console import install_console
 from api.container import Container
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware, RequestLogPolicy
-from api.routes import alerts, audit, deadletters, evaluate, flags, health, ofrep
+from api.routes import alerts, audit, deadletters, evaluate, flagd, flags, health, ofrep
 from api.routes.management import MANAGEMENT_ROUTERS
 from monitoring.logging import configure_logging
 from monitoring.sentry import configure_sentry
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(flags.router)
     app.include_router(evaluate.router)
-    for router in (audit.router, deadletters.router, alerts.router, ofrep.router):
+    for router in (audit.router, deadletters.router, alerts.router, ofrep.router, flagd.router):
         app.include_router(router)
     for router in MANAGEMENT_ROUTERS:  # segments, keys, rules, import/export, bulk
         app.include_router(router)

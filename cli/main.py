@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import audit, dev, dlq, keys, projections, run
+from cli import audit, dev, dlq, flagd, keys, projections, run
 
 __all__ = ["app"]
 
@@ -14,4 +14,6 @@ app.add_typer(keys.app, name="keys", help="Create, list and revoke API keys.")
 app.add_typer(dlq.app, name="dlq", help="Inspect, redrive and purge dead letters.")
 app.add_typer(audit.app, name="audit", help="Replay the audit log: history, as-of, verify, export.")
 app.add_typer(projections.app, name="projections", help="Rebuild and check the Redis read models.")
+app.add_typer(flagd.import_app, name="import", help="Import flags (flagd JSON) into an environment.")
+app.add_typer(flagd.export_app, name="export", help="Export an environment's flags (flagd JSON).")
 run.register(app)

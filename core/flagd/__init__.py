@@ -3,5 +3,15 @@
 from core.flagd.errors import FlagdUnsupported
 from core.flagd.exporter import FLAGD_SCHEMA, export_flagd
 from core.flagd.importer import import_flagd, parse_flagd
+from core.flagd.plan import ImportAction, ImportStep, plan_import
 
-__all__ = ["FLAGD_SCHEMA", "FlagdUnsupported", "export_flagd", "import_flagd", "parse_flagd"]
+__all__ = [
+    "FLAGD_SCHEMA",
+    "FlagdUnsupported",
+    "ImportAction",
+    "ImportStep",
+    "export_flagd",
+    "import_flagd",
+    "parse_flagd",
+    "plan_import",
+]

@@ -167,8 +167,8 @@ def _bucketing(expression: Any, path: str, key: str) -> dict[str, Any]:
             attribute, prefix = parts[1]["var"], parts[0]
             if not _is_attribute(attribute):
                 raise FlagdUnsupported(f"{path}.cat[1]", "the bucketing value must be a context attribute")
-            if prefix == {"var": FLAG_KEY}:
-                return {"bucket_by": attribute}
+            if prefix == {"var": FLAG_KEY}:  # flagd's default bucketing, spelt out
+                return {} if attribute == "targetingKey" else {"bucket_by": attribute}
             if isinstance(prefix, str):
                 return {"bucket_by": attribute, "salt": prefix}
     raise FlagdUnsupported(path, 'bucketing by {"var": x} or {"cat": [prefix, {"var": x}]} only')

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install upgrade lock run test test-unit test-integration lint typecheck bench dev-up dev-down dev-status clean
+.PHONY: install upgrade lock run test test-unit test-integration lint typecheck bench screenshots dev-up dev-down dev-status clean
 
 LOCK   := requirements/lock.txt
 LOCK_CMD = $(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev --generate-hashes \
@@ -54,6 +54,9 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/evaluation.py
+
+screenshots: $(STAMP)  # the console's main pages into docs/ui/ (needs Debian's chromium)
+	FLAGSTREAM_SCREENSHOTS=docs/ui $(BIN)/python -m pytest -q -p no:cacheprovider tests/browser -k axe
 
 dev-up: $(STAMP)
 	$(BIN)/flagstream dev up

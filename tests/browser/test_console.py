@@ -34,6 +34,37 @@ USERS: list[dict[str, Any]] = [
 ]
 
 
+SHOWCASE: dict[str, Any] = {
+    "enabled": True,
+    "off_variation": "off",
+    "targets": [{"variation": "on", "values": ["qa-1", "qa-2"]}],
+    "rules": [
+        {
+            "id": "north-america",
+            "description": "US and Canada, not test accounts",
+            "when": {
+                "all": [
+                    {"attribute": "country", "op": "in", "values": ["US", "CA"]},
+                    {
+                        "not": {
+                            "any": [
+                                {"attribute": "plan", "op": "eq", "values": ["free"]},
+                                {"attribute": "beta", "op": "eq", "values": [True]},
+                            ]
+                        }
+                    },
+                ]
+            },
+            "serve": {
+                "rollout": [{"variation": "on", "weight": 25000}, {"variation": "off", "weight": 75000}]
+            },
+        },
+    ],
+    "default": {"variation": "off"},
+    "reason": "launch plan",
+}
+
+
 def _key(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -331,7 +362,11 @@ async def test_axe__no_serious_or_critical_violation_on_any_page(
     browser: Any, base_url: str, writer: Page, platform: Platform
 ) -> None:
     key = _key("axe")
-    await _create_flag(writer, key, "Accessible flag")
+    await _create_flag(writer, key, "New checkout")
+    configured = await platform.request(
+        "PUT", f"/api/v1/flags/{key}/environments/{ENV}?wait=projected", json=SHOWCASE, role="writer"
+    )
+    assert configured.status_code == 200, configured.text
     anonymous = await browser.new_context(base_url=base_url)
     pages = [
         ("signin", None, "/ui/signin"),

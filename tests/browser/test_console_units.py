@@ -12,12 +12,16 @@ from starlette.requests import Request
 from api.auth import Principal
 from api.console.csrf import check_csrf
 from api.console.editing import attributes_of, parse_config, preview_contexts
+from api.console.listing import list_all_flags
 from api.console.routes.signin import _safe_next
 from api.console.session import Session, SessionStore
 from api.errors import ApiError
+from core.envelope import SEGMENT_STREAM_PREFIX
 from core.evaluation import compile_environment
 from core.model import Flag
+from core.state import FlagState
 from projections.connection import make_redis
+from projections.keys import Keyspace
 
 STATIC = Path(__file__).parents[2] / "api" / "console" / "static"
 PRINCIPAL = Principal("alice", "writer", "k1")
@@ -189,3 +193,31 @@ def test_attributes__from_rules_of_every_environment() -> None:
         }
     )
     assert attributes_of(flag, {}) == ["plan", "targetingKey"]
+
+
+async def test_flag_list__every_flag_across_batches_sorted_segments_left_out(redis_url: str) -> None:
+    client = make_redis(redis_url)
+    keys = Keyspace(f"test-{uuid.uuid4().hex[:8]}")
+    flag = Flag.model_validate(
+        {
+            "key": "x",
+            "name": "Checkout",
+            "tags": ["web"],
+            "environments": {"production": {"enabled": True, "default": {"variation": "on"}}},
+        }
+    )
+    try:
+        async with client.pipeline() as pipe:
+            for i in range(2500):
+                key = f"flag-{i:04d}"
+                state = FlagState(key=key, version=2, flag=flag.model_copy(update={"key": key}))
+                pipe.set(keys.state(key), state.model_dump_json())
+            pipe.set(keys.state(f"{SEGMENT_STREAM_PREFIX}beta"), '{"key": "segment:beta", "version": 1}')
+            await pipe.execute()
+        rows = await list_all_flags(client, keys)
+    finally:
+        await client.aclose()
+    assert [r.key for r in rows] == [f"flag-{i:04d}" for i in range(2500)]
+    assert rows[7].enabled == {"production": True} and rows[7].tags == ("web",) and rows[7].version == 2
+    assert sum(r.matches("FLAG-00", "web") for r in rows) == 100
+    assert not rows[0].matches("checkout", "mobile")

@@ -25,12 +25,6 @@ FlagKey = Annotated[str, Path(pattern=FLAG_KEY_PATTERN)]
 EnvName = Annotated[str, Path(pattern=ENVIRONMENT_PATTERN)]
 
 
-def _matches(flag: Flag, query: str, tag: str) -> bool:
-    text = query.lower()
-    found = not text or text in flag.key or text in flag.name.lower() or text in flag.description.lower()
-    return found and (not tag or tag in flag.tags)
-
-
 @router.get("/flags", response_class=HTMLResponse)
 async def list_flags(
     request: Request,
@@ -44,9 +38,9 @@ async def list_flags(
 ) -> HTMLResponse:
     environments = await services.queries.environments()
     chosen = env if env in environments else (environments[0] if environments else "")
-    views = await list_all_flags(services.redis, services.keyspace)
-    tags = sorted({t for v in views for t in v.flag.tags})
-    rows = [v for v in views if (archived or not v.flag.archived) and _matches(v.flag, q.strip(), tag)]
+    every = await list_all_flags(services.redis, services.keyspace)
+    tags = sorted({t for row in every for t in row.tags})
+    rows = [row for row in every if (archived or not row.archived) and row.matches(q.strip(), tag)]
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     page = min(page, pages)
     shown = rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]

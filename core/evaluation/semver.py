@@ -1,8 +1,10 @@
 """Semantic versions as sortable keys (SemVer 2.0.0 precedence, lenient input).
 
 Accepted: an optional ``v``/``V`` prefix, one to three numeric parts (missing parts are zero, so
-``"2"`` is ``2.0.0`` and ``"2.1"`` is ``2.1.0``), an optional ``-pre.release`` and an optional
-``+build`` (ignored for precedence). A pre-release sorts before its release; pre-release
+``"2"`` is ``2.0.0`` and ``"2.1"`` is ``2.1.0``); after all three parts only, an optional
+``-pre.release`` (numeric identifiers without leading zeros) and an optional ``+build`` (ignored
+for precedence), as flagd's ``sem_ver`` (golang.org/x/mod/semver) accepts them.
+A pre-release sorts before its release; pre-release
 identifiers compare numerically when both are numeric, numeric ones sort before alphanumeric
 ones, and a longer list wins when one is a prefix of the other.
 """
@@ -20,9 +22,12 @@ SemverKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
+# A pre-release or build only after all three numbers, and no leading zero in a numeric pre-release
+# identifier: what flagd accepts (golang.org/x/mod/semver), so ``1-alpha`` or ``1.0.0-01`` never match.
+_IDENTIFIER = r"(?:0|[1-9]\d*|[0-9A-Za-z-]*[A-Za-z-][0-9A-Za-z-]*)"
 _SEMVER = re2.compile(
-    r"^[vV]?(0|[1-9]\d{0,17})(?:\.(0|[1-9]\d{0,17}))?(?:\.(0|[1-9]\d{0,17}))?"
-    r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$",
+    r"^[vV]?(0|[1-9]\d{0,17})(?:\.(0|[1-9]\d{0,17})(?:\.(0|[1-9]\d{0,17})"
+    rf"(?:-({_IDENTIFIER}(?:\.{_IDENTIFIER})*))?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?)?)?$",
     _OPTIONS,
 )
 

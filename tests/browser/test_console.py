@@ -14,11 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from events.deadletters.models import NewDeadLetter
+from events.deadletters.store import DeadLetterStore
 from tests.browser.conftest import AXE
 from tests.integration.platform import Platform
+from tests.unit.api.route_roles import route_roles
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -404,3 +408,69 @@ async def test_axe__no_serious_or_critical_violation_on_any_page(
             await page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
     await anonymous.close()
     assert problems == {}
+
+
+async def test_dead_letter__inspected_and_purged_with_a_reason(writer: Page, platform: Platform) -> None:
+    letter = await DeadLetterStore(platform.container.pool).park(
+        NewDeadLetter(
+            stage="projector",
+            flag_key="ghost-flag",
+            error_class="MalformedEvent",
+            error_message="cannot apply <b>this</b>",
+            version=1,
+            event_body='{"type": "Broken"}',
+        )
+    )
+    await writer.goto("/ui/dead-letters")
+    await writer.get_by_role("link", name=f"#{letter.id}").click()
+    await expect(writer.locator("main")).to_contain_text("cannot apply <b>this</b>")
+    await expect(writer.locator("pre.code")).to_contain_text('"type": "Broken"')
+    await writer.get_by_label("Reason (required)").fill("poison from a test")
+    await writer.get_by_role("button", name="Purge").click()
+    await expect(writer.locator("main")).to_contain_text("purged by test-admin")
+    stored = (await platform.request("GET", f"/api/v1/dead-letters/{letter.id}", role="ops")).json()
+    assert stored["status"] == "purged"
+
+
+_PATH_VALUES = {"key": "no-such-flag", "env": "production", "letter_id": "999999", "key_id": "no-such-key"}
+
+
+async def _session_client(platform: Platform, role: str | None) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=platform.app), base_url="http://flagstream.test"
+    )
+    if role is not None:
+        signed = await client.post("/ui/signin", data={"api_key": platform.keys[role], "next": "/ui/flags"})
+        assert signed.status_code == 303 and "fs_console" in client.cookies
+    return client
+
+
+async def test_every_console_route_x_every_role__allowed_or_403(platform: Platform) -> None:
+    routes = [r for r in route_roles(platform.app) if r.path.startswith("/ui") and r.roles is not None]
+    assert len(routes) >= 25
+    roles = sorted(platform.keys)
+    wrong: list[str] = []
+    for role in [*roles, None]:
+        client = await _session_client(platform, role)
+        try:
+            for route in routes:
+                path = route.path.format(**_PATH_VALUES)
+                answer = await client.request(route.method, path)
+                code = (
+                    answer.json().get("error", {}).get("code")
+                    if answer.headers.get("content-type", "").startswith("application/json")
+                    else None
+                )
+                if role is None:
+                    expected_ok = answer.status_code in (303, 401)
+                elif role in (route.roles or frozenset()):
+                    expected_ok = (
+                        not (answer.status_code == 403 and code == "forbidden") and answer.status_code < 500
+                    )
+                else:
+                    expected_ok = answer.status_code == 403 and code == "forbidden"
+                if not expected_ok:
+                    wrong.append(f"{role} {route.method} {path}: {answer.status_code} {code}")
+        finally:
+            await client.aclose()
+    assert wrong == []

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from core.evaluation.temporal import NOW_ATTRIBUTE
 from core.flagd.errors import FlagdUnsupported
 from core.model import AllOf, AnyOf, Clause, Condition, NotOf, Operator
@@ -93,7 +95,10 @@ def _clause(items: list[Any], path: str, op: Operator) -> Clause:
     attribute = _attribute(items[0], f"{path}[0]")
     if attribute is None or attribute == TIMESTAMP:
         raise FlagdUnsupported(f"{path}[0]", 'the first operand must be a context attribute ({"var": ...})')
-    return Clause(attribute=attribute, op=op, values=(_literal(items[1], f"{path}[1]"),))
+    try:
+        return Clause(attribute=attribute, op=op, values=(_literal(items[1], f"{path}[1]"),))
+    except ValidationError as e:
+        raise FlagdUnsupported(f"{path}[1]", e.errors()[0]["msg"]) from e
 
 
 def _negate(condition: Condition, negated: bool) -> Condition:

@@ -36,11 +36,10 @@ def _flag(flag: Flag, environment: str) -> dict[str, Any]:
         if present:
             raise FlagdUnsupported(f"{path}.{field}", f"flagd has no {field}")
     variants = {v.key: v.value for v in flag.variations}
-    default_serve = config.default or Serve(variation=config.off_variation)
-    if default_serve.variation is not None:
-        default_variant: str | None = default_serve.variation
-    else:
-        default_variant = config.off_variation
+    default_serve = config.default
+    default_variant = config.off_variation
+    if default_serve is not None and default_serve.variation is not None:
+        default_variant = default_serve.variation
     if not config.enabled:
         if config.off_variation is None:
             raise FlagdUnsupported(f"{path}.off_variation", "a disabled flag needs an off variation")
@@ -48,7 +47,8 @@ def _flag(flag: Flag, environment: str) -> dict[str, Any]:
     if default_variant is None:
         raise FlagdUnsupported(f"{path}.default", "flagd needs a default variant")
     branches = _branches(flag, environment, path)
-    otherwise = _result(default_serve, f"{path}.default", flag.key) if default_serve.rollout else None
+    rollout = default_serve is not None and default_serve.rollout is not None
+    otherwise = _result(default_serve, f"{path}.default", flag.key) if default_serve and rollout else None
     targeting: Any = {}
     if branches:
         targeting = {"if": [*branches, otherwise] if otherwise is not None else branches}

@@ -38,7 +38,7 @@ def import_flagd(document: Mapping[str, Any], environment: str) -> list[Flag]:
     """Every flag of ``document`` as a Flagstream flag configured in ``environment`` only."""
     if document.get("metadata"):
         raise FlagdUnsupported("$.metadata", "document metadata has no Flagstream equivalent")
-    evaluators = document.get("$evaluators") or {}
+    evaluators = document.get("$evaluators", {})
     if not isinstance(evaluators, dict):
         raise FlagdUnsupported("$['$evaluators']", "must be an object")
     return [_flag(key, spec, environment, evaluators) for key, spec in document["flags"].items()]
@@ -160,7 +160,7 @@ def _bucketing(expression: Any, path: str, key: str) -> dict[str, Any]:
     """flagd hashes the bucketing string as is (default: flag key + targetingKey); Flagstream hashes
     ``salt + value`` (salt defaults to the flag key): ``{"var": x}`` is ``bucket_by x``, empty salt."""
     if isinstance(expression, dict) and set(expression) == {"var"} and _is_attribute(expression["var"]):
-        return {"bucket_by": expression["var"], "salt": ""}
+        return {**_bucket_by(expression["var"]), "salt": ""}
     if isinstance(expression, dict) and set(expression) == {"cat"} and isinstance(expression["cat"], list):
         parts = expression["cat"]
         if len(parts) == 2 and isinstance(parts[1], dict) and set(parts[1]) == {"var"}:
@@ -168,11 +168,15 @@ def _bucketing(expression: Any, path: str, key: str) -> dict[str, Any]:
             if not _is_attribute(attribute):
                 raise FlagdUnsupported(f"{path}.cat[1]", "the bucketing value must be a context attribute")
             if prefix == {"var": FLAG_KEY}:  # flagd's default bucketing, spelt out
-                return {} if attribute == "targetingKey" else {"bucket_by": attribute}
+                return _bucket_by(attribute)
             if isinstance(prefix, str):
-                return {"bucket_by": attribute, "salt": prefix}
+                return {**_bucket_by(attribute), "salt": prefix}
     raise FlagdUnsupported(path, 'bucketing by {"var": x} or {"cat": [prefix, {"var": x}]} only')
 
 
 def _is_attribute(name: Any) -> bool:
     return isinstance(name, str) and bool(name) and not name.startswith("$flagd.")
+
+
+def _bucket_by(attribute: str) -> dict[str, Any]:
+    return {} if attribute == "targetingKey" else {"bucket_by": attribute}  # ours by default

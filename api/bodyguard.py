@@ -67,7 +67,7 @@ def _check_node(value: Any, path: str, depth: int, stack: list[tuple[Any, str, i
 def guarded(scope: Scope) -> bool:
     """JSON bodies of the API checked for structure (api.bodyguard) before a route reads them."""
     path = scope.get("path", "")
-    return path.startswith(("/api/", "/ofrep/")) and scope.get("method") in ("POST", "PUT", "PATCH")
+    return path.startswith(("/api/", "/ofrep/")) and scope.get("method") in ("POST", "PUT", "PATCH", "DELETE")
 
 
 async def read_all(receive: Receive) -> bytes:

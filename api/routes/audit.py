@@ -57,7 +57,9 @@ async def flag_history(
     types: Types = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after_version: Annotated[int | None, Query(ge=0, description="Cursor: the last version seen")] = None,
+    after_version: Annotated[
+        int | None, Query(ge=0, le=2_147_483_647, description="Cursor: the last version seen")
+    ] = None,
     limit: Limit = 100,
 ) -> HistoryPage:
     filters = _filters(environment=environment, actor=actor, types=types, since=since, until=until)

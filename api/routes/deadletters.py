@@ -31,6 +31,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1/dead-letters", tags=["dead-letters"])
 
 StatusFilter = Literal["parked", "redriven", "purged", "any"]
+MAX_AGE_SECONDS = 100 * 365 * 86_400  # an age filter beyond a century overflows timedelta arithmetic
 LetterId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Dead letter id")]
 
 
@@ -90,7 +91,7 @@ class RedriveFilterBody(RedriveBody):
     stage: Stage | None = None
     error_class: str | None = Field(default=None, min_length=1, max_length=256)
     flag: str | None = Field(default=None, min_length=1, max_length=200)
-    min_age_seconds: int | None = Field(default=None, ge=0)
+    min_age_seconds: int | None = Field(default=None, ge=0, le=MAX_AGE_SECONDS)
     older_than: str | None = Field(default=None, description="ISO-8601 instant: failed first before it.")
     limit: int = Field(default=100, ge=1, le=MAX_PAGE)
 
@@ -219,7 +220,7 @@ async def list_dead_letters(
     error_class: Annotated[str | None, Query(max_length=256)] = None,
     flag: Annotated[str | None, Query(max_length=200)] = None,
     min_age_seconds: Annotated[
-        int | None, Query(ge=0, description="Failed first at least this long ago.")
+        int | None, Query(ge=0, le=MAX_AGE_SECONDS, description="Failed first at least this long ago.")
     ] = None,
     older_than: Annotated[str | None, Query(description="ISO-8601 instant: failed first before it.")] = None,
     status: StatusFilter = "parked",

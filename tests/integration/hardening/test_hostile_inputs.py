@@ -130,3 +130,40 @@ async def test_control_request__same_shapes_sane__accepted(platform: Platform, f
 
     assert created.status_code == 201, created.text
     assert evaluated.status_code in (200, 404), evaluated.text
+
+
+async def test_query_integer_beyond_the_database_range__422_not_500(platform: Platform, flag: str) -> None:
+    """Found by schemathesis: a version cursor past int32 reached Postgres and answered 500."""
+    response = await platform.request(
+        "GET", f"/api/v1/flags/{flag}/history?after_version=653491542781689", role="reader"
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["path"] == "after_version"
+
+
+async def test_nul_byte_in_a_delete_body__422(platform: Platform) -> None:
+    """Found by schemathesis: a purge reason with a NUL character answered 500."""
+    response = await platform.request(
+        "DELETE", "/api/v1/dead-letters/1", role="admin", json={"reason": "bad\u0000reason"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["path"] == "reason"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("POST", "/api/v1/dead-letters/redrive", {"json": {"min_age_seconds": 43976375620729791963987968}}),
+        ("GET", "/api/v1/dead-letters?min_age_seconds=43976375620729791963987968", {}),
+    ],
+)
+async def test_age_beyond_any_duration__422_not_500(
+    platform: Platform, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    """Found by schemathesis: an age of 10^25 seconds overflowed the timedelta and answered 500."""
+    response = await platform.request(method, path, role="admin", **kwargs)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["path"] == "min_age_seconds"

@@ -169,13 +169,25 @@ def _build_semver(compare: Callable[[Any, Any], bool]) -> Callable[[tuple[Any, .
 
         def compare_version(value: Any) -> bool:
             if not isinstance(value, str):
-                return False
+                value = _number_text(value)
+                if value is None:
+                    return False
             version = parse_semver(value)
             return version is not None and compare(version, target)
 
         return compare_version
 
     return build
+
+
+def _number_text(value: Any) -> str | None:
+    """A JSON number as flagd writes it for ``sem_ver`` (``1``, ``1.2``; a float without fraction as an
+    integer); anything else, booleans included, ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _build_contains_any(values: tuple[Any, ...], ci: bool) -> Test:

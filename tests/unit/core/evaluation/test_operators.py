@@ -163,7 +163,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("semver_gt", clause("v", "semver_gt", "1.2.3"), {"v": "1.10.0"}, True),
     ("semver_gt equal", clause("v", "semver_gt", "1.2.3"), {"v": "1.2.3"}, False),
     ("semver garbage attribute", clause("v", "semver_gt", "1.2.3"), {"v": "latest"}, False),
-    ("semver number attribute", clause("v", "semver_gt", "1.2.3"), {"v": 2}, False),
+    ("semver number attribute", clause("v", "semver_gt", "1.2.3"), {"v": 2}, True),  # "2", as flagd
     ("semver garbage value", clause("v", "semver_eq", "not-a-version"), {"v": "1.0.0"}, False),
     ("semver non-string value", clause("v", "semver_eq", 1), {"v": "1.0.0"}, False),
     # arrays

@@ -41,3 +41,46 @@ def test_sem_ver_rule__refused_versions_do_not_match(version: str, expected: boo
     snapshot = compile_environment(((f, 1) for f in import_flagd(document, ENV)), ENV, {})
 
     assert snapshot.evaluate("f", {"v": version}, datetime(2026, 1, 1, tzinfo=UTC)).value is expected
+
+
+@pytest.mark.parametrize(
+    ("op", "target", "value", "expected"),
+    [
+        ("semver_gt", "1.2.3", 2, True),  # "2" is 2.0.0
+        ("semver_eq", "1.2.0", 1.2, True),  # "1.2" is 1.2.0
+        ("semver_lt", "2.0.0", 1, True),
+        ("semver_eq", "1.0.0", 1.0, True),  # a float with no fraction is written "1", as flagd writes it
+        ("semver_eq", "1.0.0", True, False),  # a boolean is not a number
+        ("semver_gt", "0.0.1", -1, False),  # "-1" is not a version
+    ],
+)
+def test_sem_ver__number_in_context__compares_its_decimal_text(
+    op: str, target: str, value: object, expected: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from core.evaluation import compile_environment
+    from core.model import Flag
+
+    flag = Flag.model_validate(
+        {
+            "key": "f",
+            "environments": {
+                ENV: {
+                    "enabled": True,
+                    "off_variation": "off",
+                    "rules": [
+                        {
+                            "id": "r",
+                            "when": {"attribute": "v", "op": op, "values": [target]},
+                            "serve": {"variation": "on"},
+                        }
+                    ],
+                    "default": {"variation": "off"},
+                }
+            },
+        }
+    )
+    snapshot = compile_environment([(flag, 1)], ENV, {})
+
+    assert snapshot.evaluate("f", {"v": value}, datetime(2026, 1, 1, tzinfo=UTC)).value is expected

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import structlog
@@ -35,6 +35,7 @@ from events.store.guarded import GuardedEventStore
 from events.store.key_notices import KeyNoticeListener
 from events.store.keys import ApiKeyStore
 from events.store.postgres import PostgresEventStore
+from events.store.retention import run_retention
 from monitoring import metrics
 from projections.connection import make_redis
 from projections.keys import Keyspace
@@ -80,6 +81,8 @@ class Container:
     guarded_store: GuardedEventStore
     breakers: dict[str, AsyncCircuitBreaker] = field(default_factory=dict)
     limiter: RateLimiter | None = None
+    retention_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    retention_task: asyncio.Task[None] | None = None
     as_of_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     key_notices: KeyNoticeListener | None = None  # revocations from other processes
     _gauges_refreshed_at: float = float("-inf")
@@ -143,6 +146,14 @@ class Container:
         )
         container.key_notices = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, container.auth.forget_key)
         await container.key_notices.start()
+        container.retention_task = asyncio.create_task(
+            run_retention(
+                pool,
+                timedelta(seconds=settings.idempotency_ttl_seconds),
+                settings.idempotency_purge_interval_seconds,
+                container.retention_stop,
+            )
+        )
         return container
 
     async def close(self) -> None:
@@ -152,6 +163,9 @@ class Container:
                 await self.key_notices.close()
             await self.readers.close()
             await self.redis.aclose()
+            self.retention_stop.set()
+            if self.retention_task is not None:
+                await self.retention_task
             if self.limiter is not None:
                 await self.limiter.close()
         finally:

@@ -5,13 +5,16 @@ by a Kafka consumer of ``settings.metric_alerts_topic`` (group ``settings.rollba
 auto-commit, from the earliest offset). Each alert record is handled in its own task (a
 confirmation delay must not hold up the next alert); a partition's offset is committed up to the
 first record whose task is still running, so a restart redelivers unfinished alerts — harmless,
-every effect is idempotent. SIGTERM or SIGINT: stop polling, cancel the waits, commit what is
-done, exit 0.
+every effect is idempotent. What the worker cannot do is parked as a ``rollback`` dead letter
+(:mod:`events.rollback.letters`) before its offset is committed; redriven letters are run again.
+SIGTERM or SIGINT: stop polling, cancel the waits, commit what is done (a cancelled wait is not
+done: it is redelivered), exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import uuid
@@ -26,10 +29,12 @@ from aiokafka import TopicPartition
 
 from core.alerts import ALERT_STREAM_PREFIX
 from core.envelope import Event
-from core.errors import FlagstreamError
 from events.commands.service import CommandService
+from events.deadletters import DeadLetterStore, KafkaCoordinates
 from events.kafka.adapter import ensure_topics, make_consumer, metric_alerts_spec
+from events.resilience import is_retriable
 from events.rollback.alerts import AlertQueries
+from events.rollback.letters import RollbackLetters
 from events.rollback.worker import FlagResult, RollbackPolicy, RollbackWorker
 from events.store.db import apply_migrations, create_pool
 from events.store.postgres import PostgresEventStore
@@ -65,12 +70,35 @@ def _utc_now() -> datetime:
 
 
 class AlertConsumer:
-    """Feeds alert records to a :class:`RollbackWorker`, one task each; commits what is finished."""
+    """Feeds alert records to a :class:`RollbackWorker`, one task each; commits what is finished.
 
-    def __init__(self, worker: RollbackWorker, consumer: Consumer, *, poll_ms: int = 100) -> None:
+    With ``letters``, an alert the worker cannot act on — a permanent error, or retriable ones past
+    ``retries`` attempts — is parked as a ``rollback`` dead letter before its offset is committed,
+    and redriven letters are handed back to the worker every ``release_interval`` seconds. A task
+    that could not even park its alert (Postgres down) stops the consumer without committing it:
+    the alert is redelivered to the restarted worker.
+    """
+
+    def __init__(
+        self,
+        worker: RollbackWorker,
+        consumer: Consumer,
+        *,
+        poll_ms: int = 100,
+        letters: RollbackLetters | None = None,
+        retries: int = _RETRIES,
+        retry_base_seconds: float = 0.5,
+        release_interval: float = 2.0,
+    ) -> None:
         self._worker = worker
         self._consumer = consumer
         self._poll_ms = poll_ms
+        self._letters = letters
+        self._retries = retries
+        self._retry_base = retry_base_seconds
+        self._release_interval = release_interval
+        self._next_release = 0.0
+        self._releasing: asyncio.Task[None] | None = None
         self._pending: dict[TopicPartition, deque[tuple[int, asyncio.Task[list[FlagResult]]]]] = {}
         self.results: list[FlagResult] = []
         self.records_done = 0
@@ -82,58 +110,95 @@ class AlertConsumer:
                 batches = await self._consumer.getmany(timeout_ms=self._poll_ms)
                 for tp, records in batches.items():
                     for record in records:
-                        task = asyncio.create_task(self._handle(record))
+                        task = asyncio.create_task(self._handle(record, tp))
                         self._pending.setdefault(tp, deque()).append((record.offset, task))
                 await self._commit_finished()
+                self._release_if_due()
         finally:
-            for queue in self._pending.values():
-                for _, task in queue:
-                    task.cancel()
-            await asyncio.gather(*(t for q in self._pending.values() for _, t in q), return_exceptions=True)
-            await self._commit_finished()
+            tasks: list[asyncio.Task[Any]] = [t for q in self._pending.values() for _, t in q]
+            if self._releasing is not None:
+                tasks.append(self._releasing)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the error that stopped the loop is the one to see
+                await self._commit_finished()
             log.info("rollback.stopped", handled=len(self.results))
 
-    async def _handle(self, record: _Record) -> list[FlagResult]:
+    async def _handle(self, record: _Record, tp: TopicPartition) -> list[FlagResult]:
         try:
-            return await self._handle_record(record)
+            return await self._handle_record(record, KafkaCoordinates(tp.topic, tp.partition, record.offset))
         finally:
             self.records_done += 1
 
-    async def _handle_record(self, record: _Record) -> list[FlagResult]:
+    async def _handle_record(self, record: _Record, kafka: KafkaCoordinates) -> list[FlagResult]:
         try:
             event = Event.from_json(record.value or b"")
         except ValueError as e:
             log.warning("rollback.unreadable_record", offset=record.offset, error=str(e)[:200])
+            if self._letters is not None:
+                await self._letters.park_record(record.value or b"", e, kafka=kafka)
             return []
         if not event.flag_key.startswith(ALERT_STREAM_PREFIX):
             return []
-        for attempt in range(1, _RETRIES + 1):
+        for attempt in range(1, self._retries + 1):
             try:
                 results = await self._worker.handle(event)
-            except FlagstreamError as e:
-                if not e.retriable or attempt == _RETRIES:
-                    log.error("rollback.failed", alert_event=str(event.event_id), error=e.message)
-                    metrics.observe_rollback("failed")
-                    return []
-                log.warning("rollback.retrying", alert_event=str(event.event_id), attempt=attempt,
-                            error=e.message)
-                await asyncio.sleep(0.5 * 2**attempt)  # back-off before a retry of an idempotent step
-                continue
+            except Exception as e:
+                if is_retriable(e) and attempt < self._retries:
+                    log.warning("rollback.retrying", alert_event=str(event.event_id), attempt=attempt,
+                                error_class=type(e).__name__)
+                    await asyncio.sleep(self._retry_base * 2**attempt)  # back-off; every step is idempotent
+                    continue
+                log.error("rollback.failed", alert_event=str(event.event_id), error_class=type(e).__name__,
+                          error=str(e)[:200], attempts=attempt)
+                metrics.observe_rollback("failed")
+                if self._letters is not None:
+                    await self._letters.park_alert(event, e, attempts=attempt, kafka=kafka)
+                return []
             self.results.extend(results)
             return results
         return []
 
     async def _commit_finished(self) -> None:
+        """Commit each partition up to its first record not handled yet (or whose task failed or was
+        cancelled: it is redelivered after a restart); a failed task's error is raised."""
         offsets: dict[TopicPartition, int] = {}
+        failure: BaseException | None = None
         for tp, queue in self._pending.items():
             while queue and queue[0][1].done():
-                offset, _ = queue.popleft()
+                offset, task = queue[0]
+                if task.cancelled() or task.exception() is not None:
+                    failure = failure or (None if task.cancelled() else task.exception())
+                    break
+                queue.popleft()
                 offsets[tp] = offset + 1
         if offsets:
             try:
                 await self._consumer.commit(offsets)
             except Exception as e:  # a failed commit only means a redelivery later
                 log.warning("rollback.commit_failed", error_class=type(e).__name__, error=str(e)[:200])
+        if failure is not None:
+            raise failure
+
+    def _release_if_due(self) -> None:
+        """Hand redriven rollback letters back to the worker (one release at a time, in the background)."""
+        if self._letters is None or (self._releasing is not None and not self._releasing.done()):
+            return
+        now = asyncio.get_running_loop().time()
+        if now < self._next_release:
+            return
+        self._next_release = now + self._release_interval
+        self._releasing = asyncio.create_task(self._release(self._letters))
+
+    async def _release(self, letters: RollbackLetters) -> None:
+        try:
+            report = await letters.release(self._worker.handle)
+        except Exception as e:  # retriable (the letters stay redriven) or a store outage: next time
+            log.warning("rollback.release_failed", error_class=type(e).__name__, error=str(e)[:200])
+            return
+        if report.processed or report.parked:
+            log.info("rollback.letters_released", processed=report.processed, parked=report.parked)
 
 
 async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -156,7 +221,7 @@ async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
                              client_id=f"{settings.kafka_client_id}-rollback", fetch_max_wait_ms=50)
     await consumer.start()
     try:
-        await AlertConsumer(worker, consumer).run(stop)
+        await AlertConsumer(worker, consumer, letters=RollbackLetters(DeadLetterStore(pool))).run(stop)
     finally:
         await consumer.stop()
         await pool.close()

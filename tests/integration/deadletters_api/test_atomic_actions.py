@@ -53,7 +53,8 @@ async def _ops_events(api: DlqApi) -> list[Event]:
 async def test_purge__audit_event_append_fails__letter_stays_parked(api: DlqApi) -> None:
     (letter,) = await api.park(a_letter("projector", "checkout", 4))
 
-    status = await _status_of(api.request("DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "x"}))
+    purge = api.request("DELETE", f"/api/v1/dead-letters/{letter.id}", json={"reason": "x"})
+    status = await _status_of(purge)
 
     assert status >= 500
     assert (await api.dlq.get(letter.id)).status == "parked"
@@ -75,7 +76,8 @@ async def test_redrive_one__audit_event_append_fails__letter_stays_parked(api: D
 async def test_redrive_matching__audit_event_append_fails__every_letter_stays_parked(api: DlqApi) -> None:
     letters = await api.park(a_letter("projector", "a", 1), a_letter("projector", "b", 1))
 
-    status = await _status_of(api.request("POST", "/api/v1/dead-letters/redrive", json={"stage": "projector"}))
+    redrive = api.request("POST", "/api/v1/dead-letters/redrive", json={"stage": "projector"})
+    status = await _status_of(redrive)
 
     assert status >= 500
     assert [(await api.dlq.get(lt.id)).status for lt in letters] == ["parked", "parked"]

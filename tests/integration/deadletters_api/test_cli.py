@@ -192,3 +192,15 @@ def test_dlq_no_database_url__exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("FLAGSTREAM_DATABASE_URL", raising=False)
     assert CliRunner().invoke(app, ["list"]).exit_code == 2
+
+
+def test_dlq_list_and_redrive__rollback_stage__listed_then_redriven_for_the_worker(
+    runner: CliRunner, db: Database
+) -> None:
+    rollback, _ = db.park(a_letter("rollback", "alert:fp-1", 1), a_letter("relay", "b", 1))
+    listed = runner.invoke(app, ["list", "--stage", "rollback", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [item["id"] for item in json.loads(listed.stdout)["items"]] == [rollback.id]
+    redriven = runner.invoke(app, ["redrive", str(rollback.id), "--reason", "fixed"])
+    assert redriven.exit_code == 0, redriven.output
+    assert db.get(rollback.id).status == "redriven"  # the rollback worker releases it

@@ -177,3 +177,11 @@ async def test_endpoints__no_credentials__401(
 async def test_list__ops_or_admin__allowed(api: DlqApi, role: str) -> None:
     response = await api.request("GET", "/api/v1/dead-letters", role=role)
     assert response.status_code == 200, response.text
+
+
+async def test_list__stage_rollback__the_rollback_workers_letters(api: DlqApi) -> None:
+    rollback, _ = await api.park(a_letter("rollback", "alert:fp-1", 1), a_letter("relay", "b", 1))
+    response = await api.request("GET", "/api/v1/dead-letters", params={"stage": "rollback"})
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [(i["id"], i["stage"], i["flag"]) for i in items] == [(rollback.id, "rollback", "alert:fp-1")]

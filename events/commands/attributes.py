@@ -10,7 +10,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.attributes import AttributeInfo, attributes_from_rules, context_attribute_types, merge_context_types
 from core.model import Flag, Segment
@@ -18,6 +20,8 @@ from core.model import Flag, Segment
 __all__ = ["AttributeCatalog"]
 
 _MAX_NAMES = 1000
+
+log = structlog.get_logger("events.commands.attributes")
 
 
 class AttributeCatalog:
@@ -27,7 +31,16 @@ class AttributeCatalog:
         self._max = max_names
 
     async def record_contexts(self, contexts: Sequence[Mapping[str, Any]]) -> None:
-        """Remember the attribute names and value types of ``contexts`` (never their values)."""
+        """Remember the attribute names and value types of ``contexts`` (never their values).
+
+        Best effort: Redis unavailable is logged, never the caller's failure (a preview still answers).
+        """
+        try:
+            await self._record(contexts)
+        except (RedisError, OSError) as e:
+            log.warning("attributes.record_failed", error_class=type(e).__name__)
+
+    async def _record(self, contexts: Sequence[Mapping[str, Any]]) -> None:
         seen: dict[str, set[str]] = {}
         for context in contexts:
             for name, kind in context_attribute_types(context).items():

@@ -55,18 +55,33 @@ def analyze_environment(config: EnvironmentConfig) -> Analysis:
         path = f"rules[{i}]"
         conjunction = _conjunction(rule.when)
         if catch_all is not None:
-            warnings.append(RuleWarning(path, "rule_unreachable",
-                                    f"rule {rule.id!r} follows rule {config.rules[catch_all].id!r}, "
-                                    "which has no condition and matches every context"))
+            warnings.append(
+                RuleWarning(
+                    path,
+                    "rule_unreachable",
+                    f"rule {rule.id!r} follows rule {config.rules[catch_all].id!r}, "
+                    "which has no condition and matches every context",
+                )
+            )
         elif _contradicts(rule.when):
-            warnings.append(RuleWarning(f"{path}.when", "rule_unreachable",
-                                    f"rule {rule.id!r} has a condition no context can satisfy"))
+            warnings.append(
+                RuleWarning(
+                    f"{path}.when",
+                    "rule_unreachable",
+                    f"rule {rule.id!r} has a condition no context can satisfy",
+                )
+            )
         else:
             shadow = _shadowing_rule(conjunction, earlier)
             if shadow is not None:
-                warnings.append(RuleWarning(path, "rule_shadowed",
-                                        f"rule {rule.id!r} is shadowed by rule {config.rules[shadow].id!r}: "
-                                        "that earlier rule matches every context this one matches"))
+                warnings.append(
+                    RuleWarning(
+                        path,
+                        "rule_shadowed",
+                        f"rule {rule.id!r} is shadowed by rule {config.rules[shadow].id!r}: "
+                        "that earlier rule matches every context this one matches",
+                    )
+                )
             earlier.append((i, conjunction))
         if rule.when is None and catch_all is None:
             catch_all = i
@@ -110,9 +125,12 @@ def _rollout_warnings(serve: Serve, path: str) -> Iterator[RuleWarning]:
         return
     weighted = [w for w in serve.rollout if w.weight > 0]
     if len(weighted) == 1:
-        yield RuleWarning(f"{path}.rollout", "rollout_single_variation",
-                      f"the whole rollout is on variation {weighted[0].variation!r}: "
-                      "serve it directly, or spread the weights")
+        yield RuleWarning(
+            f"{path}.rollout",
+            "rollout_single_variation",
+            f"the whole rollout is on variation {weighted[0].variation!r}: "
+            "serve it directly, or spread the weights",
+        )
 
 
 def _conjunction(condition: Condition | None) -> tuple[Clause, ...] | None:

@@ -82,9 +82,7 @@ def type_of_value(value: Any) -> str:
     return "object"
 
 
-def attributes_from_rules(
-    flags: Iterable[Flag], segments: Iterable[Segment]
-) -> dict[str, AttributeInfo]:
+def attributes_from_rules(flags: Iterable[Flag], segments: Iterable[Segment]) -> dict[str, AttributeInfo]:
     """Every attribute a rule or segment tests, with types inferred from operators and values."""
     found: dict[str, AttributeInfo] = {}
     for flag in flags:

@@ -18,8 +18,10 @@ PRO = {"attribute": "plan", "op": "eq", "values": ["pro"]}
 
 
 def _config(*whens: Any, default: Any = None) -> EnvironmentConfig:
-    rules = [{"id": f"r{i}", "serve": {"variation": "on"}} | ({"when": w} if w is not None else {})
-             for i, w in enumerate(whens)]
+    rules = [
+        {"id": f"r{i}", "serve": {"variation": "on"}} | ({"when": w} if w is not None else {})
+        for i, w in enumerate(whens)
+    ]
     return EnvironmentConfig.model_validate(
         {"enabled": True, "rules": rules, "default": default or {"variation": "off"}}
     )
@@ -107,21 +109,33 @@ def test_complexity__counts_nodes_regex_segments_and_long_lists() -> None:
     regex = {"attribute": "email", "op": "matches", "values": ["^a"]}
     many = {"attribute": "id", "op": "in", "values": [str(i) for i in range(21)]}
     assert condition_complexity(None) == 0
-    assert condition_complexity(EnvironmentConfig.model_validate(
-        {"rules": [{"id": "a", "when": US, "serve": {"variation": "on"}}]}).rules[0].when) == 1
-    config = _config({"all": [regex, {"not": many}]}, default={
-        "rollout": [{"variation": "on", "weight": 1}, {"variation": "off", "weight": 1}]})
+    assert (
+        condition_complexity(
+            EnvironmentConfig.model_validate(
+                {"rules": [{"id": "a", "when": US, "serve": {"variation": "on"}}]}
+            )
+            .rules[0]
+            .when
+        )
+        == 1
+    )
+    config = _config(
+        {"all": [regex, {"not": many}]},
+        default={"rollout": [{"variation": "on", "weight": 1}, {"variation": "off", "weight": 1}]},
+    )
     # all(1) + regex(1+2) + not(1) + many(1+2) + default rollout(1)
     assert complexity_of(config) == 9
     assert analyze_environment(config).complexity == 9
 
 
 def test_complexity__targets_prerequisites_and_rule_rollouts_count() -> None:
-    config = EnvironmentConfig.model_validate({
-        "targets": [{"variation": "on", "values": ["u1"]}],
-        "prerequisites": [{"flag": "other", "variation": "on"}],
-        "rules": [{"id": "a", "serve": {"rollout": [{"variation": "on", "weight": 1}]}}],
-    })
+    config = EnvironmentConfig.model_validate(
+        {
+            "targets": [{"variation": "on", "values": ["u1"]}],
+            "prerequisites": [{"flag": "other", "variation": "on"}],
+            "rules": [{"id": "a", "serve": {"rollout": [{"variation": "on", "weight": 1}]}}],
+        }
+    )
     assert complexity_of(config) == 3
 
 
@@ -132,14 +146,25 @@ def test_analysis__warning_to_dict__has_path_code_message() -> None:
 
 # --- attributes ---------------------------------------------------------------------------------
 
+
 def test_attributes__from_rules__types_from_operators_and_values() -> None:
-    flag = Flag.model_validate({"key": "f", "environments": {"prod": _config(
-        US, {"attribute": "age", "op": "gt", "values": [18]},
-        {"attribute": "beta", "op": "eq", "values": [True]},
-        {"attribute": "plan", "op": "exists"}, {"attribute": "x", "op": "in_segment", "values": ["s"]},
-    ).model_dump()}})
-    segment = Segment.model_validate({"key": "s", "when": {"attribute": "version", "op": "semver_gt",
-                                                           "values": ["1.2.0"]}})
+    flag = Flag.model_validate(
+        {
+            "key": "f",
+            "environments": {
+                "prod": _config(
+                    US,
+                    {"attribute": "age", "op": "gt", "values": [18]},
+                    {"attribute": "beta", "op": "eq", "values": [True]},
+                    {"attribute": "plan", "op": "exists"},
+                    {"attribute": "x", "op": "in_segment", "values": ["s"]},
+                ).model_dump()
+            },
+        }
+    )
+    segment = Segment.model_validate(
+        {"key": "s", "when": {"attribute": "version", "op": "semver_gt", "values": ["1.2.0"]}}
+    )
     found = {k: v.to_dict() for k, v in attributes_from_rules([flag], [segment]).items()}
     assert set(found) == {"country", "age", "beta", "plan", "version"}
     assert found["country"]["types"] == ["string"] and found["country"]["examples"] == ["US"]
@@ -156,12 +181,26 @@ def test_attributes__examples__capped_and_unique() -> None:
 
 
 def test_context_types__names_and_types_only_never_values() -> None:
-    context = {"targetingKey": "u-1", "email": "alice@example.com", "age": 31, "pro": False,
-               "tags": ["x"], "address": {"country": "FR", "geo": {"lat": 1.5}}, "nothing": None}
+    context = {
+        "targetingKey": "u-1",
+        "email": "alice@example.com",
+        "age": 31,
+        "pro": False,
+        "tags": ["x"],
+        "address": {"country": "FR", "geo": {"lat": 1.5}},
+        "nothing": None,
+    }
     types = context_attribute_types(context)
-    assert types == {"targetingKey": "string", "email": "string", "age": "number", "pro": "boolean",
-                     "tags": "array", "address.country": "string", "address.geo.lat": "number",
-                     "nothing": "null"}
+    assert types == {
+        "targetingKey": "string",
+        "email": "string",
+        "age": "number",
+        "pro": "boolean",
+        "tags": "array",
+        "address.country": "string",
+        "address.geo.lat": "number",
+        "nothing": "null",
+    }
     assert "alice@example.com" not in repr(types)
 
 
@@ -184,9 +223,16 @@ def test_type_of_value(value: Any, name: str) -> None:
 
 # --- templates ----------------------------------------------------------------------------------
 
+
 def test_templates__the_six_named_in_the_issue__each_renders_a_valid_config() -> None:
-    assert [t.id for t in TEMPLATES] == ["percentage-rollout", "internal-users-first", "country-list",
-                                         "beta-segment", "kill-switch", "scheduled-launch"]
+    assert [t.id for t in TEMPLATES] == [
+        "percentage-rollout",
+        "internal-users-first",
+        "country-list",
+        "beta-segment",
+        "kill-switch",
+        "scheduled-launch",
+    ]
     for template in TEMPLATES:
         rendered = template.to_dict()
         EnvironmentConfig.model_validate(rendered["config"])

@@ -154,6 +154,9 @@ class AuthCache:
         self._clock = clock
         self._max = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
+        # last successful authentication of each key, kept when the cache is cleared wholesale (only an
+        # explicit revocation drops it): read by last_known() while the key store cannot answer
+        self._last_seen: dict[str, Principal] = {}
 
     async def authenticate(self, header: str | None) -> Principal:
         secret = parse_bearer(header)
@@ -168,6 +171,9 @@ class AuthCache:
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[secret] = (now + self._ttl, principal)
+        if len(self._last_seen) >= self._max:
+            self._last_seen.clear()
+        self._last_seen[secret] = principal
         return principal
 
     async def identify(self, header: str | None) -> Principal | None:
@@ -186,7 +192,17 @@ class AuthCache:
             if len(self._entries) >= self._max:
                 self._entries.clear()
             self._entries[secret] = (self._clock() + self._ttl, principal)
+            if len(self._last_seen) >= self._max:
+                self._last_seen.clear()
+            self._last_seen[secret] = principal
         return principal
+
+    def last_known(self, header: str | None) -> Principal | None:
+        """The principal this key had when last authenticated, even if that entry expired (for a read-only
+        answer such as /readyz details while the key store cannot answer); None if never seen."""
+        _, _, secret = (header or "").strip().partition(" ")
+        cached = self._entries.get(secret.strip())
+        return cached[1] if cached is not None else self._last_seen.get(secret.strip())
 
     def forget_key(self, key_id: str | None) -> None:
         """Drop every cached secret of key ``key_id`` (a revocation notice); ``None`` drops all."""
@@ -195,6 +211,8 @@ class AuthCache:
             return
         for secret in [s for s, (_, p) in self._entries.items() if p.key_id == key_id]:
             self._entries.pop(secret, None)
+        for secret in [s for s, p in self._last_seen.items() if p.key_id == key_id]:
+            self._last_seen.pop(secret, None)
 
     def forget(self, secrets: Iterable[str] = ()) -> None:
         for secret in secrets:

@@ -181,9 +181,10 @@ async def _may_see_details(request: Request, services: Services) -> bool:
         principal = await services.auth.authenticate(header)
     except ApiError:
         raise  # a bad key is a 401, not a silent downgrade
-    except Exception as e:  # the key store cannot answer: the public answer only
-        log.warning("readyz.details_unavailable", error_class=type(e).__name__)
-        return False
+    except Exception as e:  # the key store cannot answer: trust the key's last known role, else no details
+        known = services.auth.last_known(header)
+        log.warning("readyz.key_store_unavailable", error_class=type(e).__name__, known=known is not None)
+        return known is not None and known.can(Permission.OPERATE)
     request.state.principal = principal
     return principal.can(Permission.OPERATE)
 

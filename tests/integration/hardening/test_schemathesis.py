@@ -81,7 +81,7 @@ def live_api(database_url: str, redis_url: str, kafka_bootstrap: str) -> Iterato
         )
         port = _free_port()
         server = uvicorn.Server(
-            uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_config=None)
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

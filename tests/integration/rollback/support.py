@@ -202,7 +202,7 @@ async def evaluate(platform: Platform, key: str, environment: str) -> Any:
         role="reader",
         json={"environment": environment, "context": {"targetingKey": "u-1"}, "flags": [key]},
     )
-    if response.status_code in (404, 422) and response.json().get("code") == "unknown_environment":
+    if response.status_code in (404, 422) and response.json()["error"]["code"] == "unknown_environment":
         return None  # the environment is not in the read model yet
     assert response.status_code == 200, response.text
     return response.json()["results"][key]["value"]

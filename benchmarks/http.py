@@ -68,7 +68,11 @@ class WrkResult:
 
 
 def _wrk_script(folder: Path, name: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Path:
-    lines = ['wrk.method = "POST"', f"wrk.path = {json.dumps(path)}", f"wrk.body = {json.dumps(json.dumps(body))}"]
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.path = {json.dumps(path)}",
+        f"wrk.body = {json.dumps(json.dumps(body))}",
+    ]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script = folder / f"{name}.lua"
     script.write_text("\n".join(lines) + "\n")
@@ -151,7 +155,9 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
         "FLAGSTREAM_RATE_LIMITS": json.dumps({"*": limits, "anonymous": limits}),
     }
     api_port, bare_port = find_free_port(), find_free_port()
-    children = _spawn(["-m", "api.serve", "--host", "127.0.0.1", "--port", str(api_port)], env, args.api_workers)
+    children = _spawn(
+        ["-m", "api.serve", "--host", "127.0.0.1", "--port", str(api_port)], env, args.api_workers
+    )
     children += _spawn(["-m", "workers.relay"], env, 1) + _spawn(["-m", "workers.projector"], env, 1)
     bare = ["-m", "uvicorn", "benchmarks.bare_asgi:app", "--host", "127.0.0.1", "--port", str(bare_port)]
     children += _spawn(
@@ -192,7 +198,9 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--api-workers", type=int, default=1)

@@ -88,32 +88,57 @@ def _scheduled_launch(p: Mapping[str, Any]) -> dict[str, Any]:
 
 
 TEMPLATES: tuple[Template, ...] = (
-    Template("percentage-rollout", "Percentage rollout",
-             "Serve 'on' to a stable share of users, bucketed by an attribute.",
-             (TemplateParameter("percent", "number", 10, "share of users served 'on' (0-100)"),
-              TemplateParameter("bucket_by", "string", "targetingKey", "attribute hashed for bucketing")),
-             _percentage),
-    Template("internal-users-first", "Internal users first",
-             "Serve 'on' to your own staff (by e-mail domain), 'off' to everyone else.",
-             (TemplateParameter("attribute", "string", "email", "attribute holding the e-mail address"),
-              TemplateParameter("domain", "string", "@example.com", "internal e-mail domain")),
-             _internal_first),
-    Template("country-list", "Country list",
-             "Serve 'on' in a list of countries.",
-             (TemplateParameter("attribute", "string", "country", "attribute holding the country code"),
-              TemplateParameter("countries", "array", ["US", "CA"], "ISO 3166 country codes")),
-             _country_list),
-    Template("beta-segment", "Beta segment",
-             "Serve 'on' to the members of a segment (create the segment first).",
-             (TemplateParameter("segment", "string", "beta-testers", "segment key"),),
-             _beta_segment),
-    Template("kill-switch", "Kill switch",
-             "On for everyone while enabled; disabling the environment turns the feature off at once.",
-             (), _kill_switch),
-    Template("scheduled-launch", "Scheduled launch",
-             "Turned on by the schedule at a given instant (UTC).",
-             (TemplateParameter("enable_at", "datetime", "2030-01-01T09:00:00Z", "launch instant"),),
-             _scheduled_launch),
+    Template(
+        "percentage-rollout",
+        "Percentage rollout",
+        "Serve 'on' to a stable share of users, bucketed by an attribute.",
+        (
+            TemplateParameter("percent", "number", 10, "share of users served 'on' (0-100)"),
+            TemplateParameter("bucket_by", "string", "targetingKey", "attribute hashed for bucketing"),
+        ),
+        _percentage,
+    ),
+    Template(
+        "internal-users-first",
+        "Internal users first",
+        "Serve 'on' to your own staff (by e-mail domain), 'off' to everyone else.",
+        (
+            TemplateParameter("attribute", "string", "email", "attribute holding the e-mail address"),
+            TemplateParameter("domain", "string", "@example.com", "internal e-mail domain"),
+        ),
+        _internal_first,
+    ),
+    Template(
+        "country-list",
+        "Country list",
+        "Serve 'on' in a list of countries.",
+        (
+            TemplateParameter("attribute", "string", "country", "attribute holding the country code"),
+            TemplateParameter("countries", "array", ["US", "CA"], "ISO 3166 country codes"),
+        ),
+        _country_list,
+    ),
+    Template(
+        "beta-segment",
+        "Beta segment",
+        "Serve 'on' to the members of a segment (create the segment first).",
+        (TemplateParameter("segment", "string", "beta-testers", "segment key"),),
+        _beta_segment,
+    ),
+    Template(
+        "kill-switch",
+        "Kill switch",
+        "On for everyone while enabled; disabling the environment turns the feature off at once.",
+        (),
+        _kill_switch,
+    ),
+    Template(
+        "scheduled-launch",
+        "Scheduled launch",
+        "Turned on by the schedule at a given instant (UTC).",
+        (TemplateParameter("enable_at", "datetime", "2030-01-01T09:00:00Z", "launch instant"),),
+        _scheduled_launch,
+    ),
 )
 
 _BY_ID = {t.id: t for t in TEMPLATES}

@@ -22,6 +22,15 @@ bulk of 200 flags >= 2,000 requests/s. Rate limits stay on (quota raised so noth
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and this module would shadow the
+# standard library's ``http`` package (which httpx needs): drop the folder, add the repository.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
 import argparse
 import asyncio
 import json
@@ -29,16 +38,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ENV = "production"
 FLAG = "http-bench"
@@ -116,8 +121,9 @@ async def _seed(client: httpx.AsyncClient, flags: int) -> None:
         assert response.status_code in (201, 409), response.text
     config = await client.put(f"/api/v1/flags/{FLAG}/environments/{ENV}?wait=projected", json=_RULE_CONFIG)
     assert config.status_code == 200, config.text
+    plain = {"enabled": True, "off_variation": "off", "default": {"variation": "on"}}
     for key in keys[1:]:
-        response = await client.post(f"/api/v1/flags/{key}/environments/{ENV}/enable?wait=projected", json={})
+        response = await client.put(f"/api/v1/flags/{key}/environments/{ENV}", json=plain)
         assert response.status_code == 200, response.text
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -22,15 +22,6 @@ bulk of 200 flags >= 2,000 requests/s. Rate limits stay on (quota raised so noth
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path and this module would shadow the
-# standard library's ``http`` package (which httpx needs): drop the folder, add the repository.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-
 import argparse
 import asyncio
 import json
@@ -38,12 +29,20 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import httpx
+# Run as a script, this file's folder comes first on sys.path and this module would shadow the
+# standard library's ``http`` package (which httpx needs): drop the folder, add the repository.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import httpx  # noqa: E402  (after the sys.path repair above)
 
 ENV = "production"
 FLAG = "http-bench"

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from api.console import install_console
 from api.container import Container
 from api.errors import install_error_handlers
+from api.fastlane import EvaluationFastLane
 from api.middleware import RequestContextMiddleware, RequestLogPolicy
 from api.routes import alerts, audit, deadletters, evaluate, flagd, flags, health, ofrep
 from api.routes.management import MANAGEMENT_ROUTERS
@@ -64,6 +65,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             evaluation_sample_rate=resolved.log_evaluation_sample_rate,
             personal_attributes=frozenset(resolved.log_personal_attributes),
         ),
+    )
+    app.add_middleware(  # outermost: the evaluation routes' ordinary requests end here
+        EvaluationFastLane,
+        max_body_bytes=resolved.request_max_bytes,
+        rate_limits=resolved.rate_limits_enabled,
+        log_policy=RequestLogPolicy(
+            enabled=resolved.log_requests,
+            evaluation_sample_rate=resolved.log_evaluation_sample_rate,
+            personal_attributes=frozenset(resolved.log_personal_attributes),
+        ),
+        enabled=resolved.evaluation_fast_lane,
     )
     app.include_router(health.router)
     app.include_router(flags.router)

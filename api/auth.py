@@ -22,6 +22,7 @@ from api.errors import ApiError
 __all__ = [
     "ROLE_CHECKS",
     "AuthCache",
+    "Identified",
     "Permission",
     "Principal",
     "PrincipalLookup",
@@ -138,6 +139,14 @@ def authorise(principal: Principal, permission: Permission) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Identified:
+    """What :meth:`AuthCache.identify` answered for one request's ``Authorization`` header."""
+
+    header: str
+    principal: Principal | None
+
+
 class AuthCache:
     """Positive-only TTL cache in front of the key store; unknown keys are always re-checked."""
 
@@ -158,13 +167,19 @@ class AuthCache:
         # explicit revocation drops it): read by last_known() while the key store cannot answer
         self._last_seen: dict[str, Principal] = {}
 
-    async def authenticate(self, header: str | None) -> Principal:
+    async def authenticate(self, header: str | None, *, identified: Identified | None = None) -> Principal:
+        """The principal of the key in ``header``, or a 401 saying why. ``identified`` is what
+        :meth:`identify` already answered for this request's header (the rate limiter asked first): an
+        unknown key is then refused without a second trip to the key store."""
         secret = parse_bearer(header)
         now = self._clock()
         cached = self._entries.get(secret)
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = await self._lookup(secret)
+        if identified is not None and identified.header == header:
+            principal = identified.principal
+        else:
+            principal = await self._lookup(secret)
         if principal is None:
             self._entries.pop(secret, None)
             raise _unauthenticated("unknown_or_revoked_key", "the API key is unknown or revoked")
@@ -175,6 +190,16 @@ class AuthCache:
             self._last_seen.clear()
         self._last_seen[secret] = principal
         return principal
+
+    def cached(self, header: str | None) -> Principal | None:
+        """The principal of a ``Bearer`` key authenticated within ``cache_ttl``, else None — a dict
+        lookup, no database, no failure recorded (the evaluation fast lane; a miss takes the full path)."""
+        if header is None or header[:7].lower() != "bearer ":
+            return None
+        cached = self._entries.get(header[7:].strip())
+        if cached is None or cached[0] <= self._clock():
+            return None
+        return cached[1]
 
     async def identify(self, header: str | None) -> Principal | None:
         """The principal of a well-formed, known key, or None — never raises for a bad header and

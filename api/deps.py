@@ -39,7 +39,8 @@ Services = Annotated[Container, Depends(_container)]
 
 
 async def _principal(request: Request, services: Services) -> Principal:
-    principal = await services.auth.authenticate(request.headers.get("authorization"))
+    identified = getattr(request.state, "identified", None)  # the rate limiter's look at the same key
+    principal = await services.auth.authenticate(request.headers.get("authorization"), identified=identified)
     request.state.principal = principal
     return principal
 

@@ -24,12 +24,13 @@ import structlog
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import Identified
 from api.bodyguard import guarded, inspect_json, read_all, replay
 from api.ratelimit import Verdict, classify_request
 from monitoring import metrics
 from monitoring.logging import mask_headers, mask_personal
 
-__all__ = ["RequestContextMiddleware", "RequestLogPolicy", "current_request_id"]
+__all__ = ["RequestContextMiddleware", "RequestLogPolicy", "current_request_id", "write_request_log"]
 
 log = structlog.get_logger("api.http")
 
@@ -206,13 +207,20 @@ class RequestContextMiddleware:
         limiter = getattr(container, "limiter", None)
         if container is None or limiter is None:
             return None
+        state = scope.setdefault("state", {})
+        earlier = state.get("rate_verdict")  # charged already by the evaluation fast lane
+        if isinstance(earlier, Verdict):
+            return earlier
         authorization = headers.get(b"authorization")
         principal = None
         if authorization is not None:
+            header = authorization.decode("latin-1")
             try:
-                principal = await container.auth.identify(authorization.decode("latin-1"))
+                principal = await container.auth.identify(header)
             except Exception as e:  # a key store that cannot answer: charge the address instead
                 log.warning("ratelimit.identify_failed", error_class=type(e).__name__)
+            else:  # the route's authentication reuses the answer: one key-store trip per request
+                state["identified"] = Identified(header, principal)
         if principal is not None:
             role, identity = principal.role, "key:" + principal.key_id
         else:
@@ -254,30 +262,57 @@ class RequestContextMiddleware:
         if rate_class == "evaluation" and status < 400 and random.random() >= policy.evaluation_sample_rate:
             return
         state = scope.get("state", {})
-        principal = state.get("principal")
-        shown = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in headers.items()
-            if k.decode("latin-1").lower() in _LOGGED_HEADERS
-        }
-        fields: dict[str, Any] = {
-            "method": scope.get("method"),
-            "route": _route_template(scope),
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "request_bytes": sizes["request"],
-            "response_bytes": sizes["response"],
-            "principal": getattr(principal, "name", None),
-            "client": (scope.get("client") or ("unknown",))[0],
-            "headers": mask_headers(shown),
-        }
-        context = state.get("evaluation_context")
-        if isinstance(context, dict):
-            fields["context"] = mask_personal(context, policy.personal_attributes)
-        if status >= 500:
-            log.error("http.request", **fields)
-        else:
-            log.info("http.request", **fields)
+        write_request_log(
+            policy,
+            method=scope.get("method", "GET"),
+            route=_route_template(scope),
+            status=status,
+            seconds=seconds,
+            sizes=sizes,
+            principal=getattr(state.get("principal"), "name", None),
+            client=(scope.get("client") or ("unknown",))[0],
+            headers=headers,
+            context=state.get("evaluation_context"),
+        )
+
+
+def write_request_log(
+    policy: RequestLogPolicy,
+    *,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    sizes: dict[str, int],
+    principal: str | None,
+    client: str,
+    headers: dict[bytes, bytes],
+    context: object,
+) -> None:
+    """The one ``http.request`` line (secrets and personal context attributes masked); the caller
+    decided it is written (policy on, sampling passed)."""
+    shown = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in headers.items()
+        if k.decode("latin-1").lower() in _LOGGED_HEADERS
+    }
+    fields: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "request_bytes": sizes["request"],
+        "response_bytes": sizes["response"],
+        "principal": principal,
+        "client": client,
+        "headers": mask_headers(shown),
+    }
+    if isinstance(context, dict):
+        fields["context"] = mask_personal(context, policy.personal_attributes)
+    if status >= 500:
+        log.error("http.request", **fields)
+    else:
+        log.info("http.request", **fields)
 
 
 def _unsupported_media_type(scope: Scope) -> bool:

@@ -50,12 +50,14 @@ DEFAULT_RATE_LIMITS: dict[str, dict[str, str]] = {
     "anonymous": {"evaluation": "2000/1", "commands": "200/1", "audit": "20/1"},
 }
 
-# KEYS[1] bucket; ARGV: capacity, refill tokens per second, ttl seconds.
-# Answers {allowed (0/1), tokens left (floor), milliseconds until one token is back}.
+# KEYS[1] bucket; ARGV: capacity, refill tokens per second, ttl seconds, tokens wanted (a lease).
+# Takes up to ARGV[4] whole tokens at once; answers {tokens taken (0 = refused), tokens left (floor),
+# milliseconds until one token is back}.
 _TOKEN_BUCKET_LUA = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -66,18 +68,18 @@ if tokens == nil or at == nil then
   at = now
 end
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
-local allowed = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+local taken = math.min(wanted, math.floor(tokens))
+if taken < 0 then
+  taken = 0
 end
+tokens = tokens - taken
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], ttl)
 local wait_ms = 0
 if tokens < 1 then
   wait_ms = math.ceil((1 - tokens) / rate * 1000)
 end
-return {allowed, math.floor(tokens), wait_ms}
+return {taken, math.floor(tokens), wait_ms}
 """
 
 
@@ -165,8 +167,28 @@ class LocalBuckets:
         return allowed, math.floor(tokens), wait
 
 
+@dataclass(slots=True)
+class _Lease:
+    """Tokens this process took from a shared bucket in one Redis call, spent without asking again."""
+
+    tokens: int
+    size: int
+    expires: float
+    shared_remaining: int  # what the shared bucket had left when the lease was taken
+
+
 class RateLimiter:
-    """Decides whether one request of ``rate_class`` by ``role`` from ``identity`` may proceed."""
+    """Decides whether one request of ``rate_class`` by ``role`` from ``identity`` may proceed.
+
+    The shared bucket is in Redis; each process *leases* tokens from it (one Redis call takes up to
+    ``lease`` tokens) and spends them locally, so a busy key costs one Redis call per lease, not per
+    request. Leases never create tokens: every token spent came out of the shared bucket, so all
+    processes together stay within the quota. A lease lives ``lease_seconds``; what is left then is
+    dropped (spent tokens are never given back, so an idle process can only under-serve, never
+    over-serve). The size adapts: it doubles while leases run out before they expire, halves when they
+    expire unused, and never exceeds ``max(1, quota // 20)`` — a small quota (``5/60``) is decided in
+    Redis request by request, exactly.
+    """
 
     def __init__(
         self,
@@ -175,6 +197,7 @@ class RateLimiter:
         *,
         namespace: str = "fs",
         fallback_seconds: float = 5.0,
+        lease_seconds: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
@@ -184,8 +207,11 @@ class RateLimiter:
         }
         self._prefix = f"{namespace}:ratelimit"
         self._fallback_seconds = fallback_seconds
+        self._lease_seconds = lease_seconds
         self._clock = clock
         self._local = LocalBuckets(clock=clock)
+        self._leases: dict[str, _Lease] = {}
+        self._buckets: dict[tuple[str, str, str], str] = {}
         self._redis_down_until = float("-inf")
         self._script = None if redis is None else redis.register_script(_TOKEN_BUCKET_LUA)
 
@@ -202,26 +228,61 @@ class RateLimiter:
 
     async def check(self, rate_class: str, role: str, identity: str) -> Verdict:
         quota = self.quota_for(role, rate_class)
-        bucket = f"{rate_class}:{role}:{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
-        shared = await self._take_shared(bucket, quota)
+        bucket = self._bucket_of(rate_class, role, identity)
+        lease = self._leases.get(bucket)
+        if lease is not None and lease.tokens > 0 and self._clock() < lease.expires:
+            lease.tokens -= 1  # the hot path: no Redis
+            metrics.record_rate_limit(rate_class, "allowed", True)
+            return Verdict(True, rate_class, quota, lease.shared_remaining + lease.tokens, 0.0, True)
+        wanted = self._next_lease_size(lease, quota)
+        shared = await self._take_shared(bucket, quota, wanted)
         if shared is not None:
-            allowed, remaining, wait = shared
+            taken, remaining, wait = shared
+            allowed = taken >= 1
+            if allowed:
+                expires = self._clock() + self._lease_seconds
+                self._remember(bucket, _Lease(taken - 1, wanted, expires, remaining))
+                remaining += taken - 1
         else:
             allowed, remaining, wait = self._local.take(bucket, quota)
         metrics.record_rate_limit(rate_class, "allowed" if allowed else "limited", shared is not None)
         return Verdict(allowed, rate_class, quota, remaining, wait, shared is not None)
 
-    async def _take_shared(self, bucket: str, quota: Quota) -> tuple[bool, int, float] | None:
+    def _bucket_of(self, rate_class: str, role: str, identity: str) -> str:
+        key = (rate_class, role, identity)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= 10_000:
+                self._buckets.clear()
+            digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+            bucket = self._buckets[key] = f"{rate_class}:{role}:{digest}"
+        return bucket
+
+    @staticmethod
+    def _next_lease_size(lease: _Lease | None, quota: Quota) -> int:
+        largest = max(1, quota.quota // 20)
+        if lease is None:
+            return 1
+        if lease.tokens > 0:  # expired before it was spent: ask for less
+            return max(1, lease.size // 2)
+        return min(largest, lease.size * 2)  # spent before it expired: ask for more
+
+    def _remember(self, bucket: str, lease: _Lease) -> None:
+        if bucket not in self._leases and len(self._leases) >= 10_000:
+            self._leases.clear()
+        self._leases[bucket] = lease
+
+    async def _take_shared(self, bucket: str, quota: Quota, wanted: int) -> tuple[int, int, float] | None:
         if self._script is None or self._clock() < self._redis_down_until:
             return None
         ttl = max(1, math.ceil(quota.window * 2))
         try:
             answer = await self._script(
-                keys=[f"{self._prefix}:{bucket}"], args=[quota.quota, repr(quota.rate), ttl]
+                keys=[f"{self._prefix}:{bucket}"], args=[quota.quota, repr(quota.rate), ttl, wanted]
             )
         except (RedisError, OSError, TimeoutError) as e:
             self._redis_down_until = self._clock() + self._fallback_seconds
             log.warning("ratelimit.redis_unavailable", error_class=type(e).__name__)
             return None
-        allowed, remaining, wait_ms = (int(x) for x in answer)
-        return bool(allowed), remaining, wait_ms / 1000
+        taken, remaining, wait_ms = (int(x) for x in answer)
+        return taken, remaining, wait_ms / 1000

@@ -213,15 +213,23 @@ SERIES_NAMES: Final[frozenset[str]] = (METRIC_NAMES - HISTOGRAM_NAMES) | frozens
 """Every sample name a PromQL query may select (a histogram ``x`` as ``x_bucket``/``x_sum``/``x_count``)."""
 _dead_letter_classes: dict[str, set[str]] = {}
 _evaluation_children: dict[tuple[str, str, str], Counter] = {}
+_rate_limit_children: dict[tuple[str, str, str], Counter] = {}
+_http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
 def observe_http(route: str, method: str, status: int, seconds: float) -> None:
     """Count one answered request and its latency. ``route`` is the template (``/api/v1/flags/{key}``)
     or :data:`UNMATCHED_ROUTE`, never the raw path."""
     verb = method.upper()
-    labels = (route, verb if verb in _HTTP_METHODS else "OTHER", str(status))
-    HTTP_REQUESTS.labels(*labels).inc()
-    HTTP_DURATION.labels(*labels).observe(seconds)
+    labels = (route, verb if verb in _HTTP_METHODS else "OTHER", status)
+    children = _http_children.get(labels)
+    if children is None:  # hot path: cache the labelled children (bounded: routes x methods x statuses)
+        text = (route, labels[1], str(status))
+        children = _http_children.setdefault(
+            labels, (HTTP_REQUESTS.labels(*text), HTTP_DURATION.labels(*text))
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def record_error(code: str, status: int) -> None:
@@ -231,7 +239,11 @@ def record_error(code: str, status: int) -> None:
 
 def record_rate_limit(rate_class: str, decision: str, shared: bool) -> None:
     """``decision``: ``allowed``/``limited``; ``shared``: decided in Redis (else the local fallback)."""
-    RATE_LIMIT_DECISIONS.labels(rate_class, decision, "redis" if shared else "local").inc()
+    key = (rate_class, decision, "redis" if shared else "local")
+    child = _rate_limit_children.get(key)
+    if child is None:  # hot path (every limited request): cache the labelled child; bounded 3 x 2 x 2
+        child = _rate_limit_children.setdefault(key, RATE_LIMIT_DECISIONS.labels(*key))
+    child.inc()
 
 
 def record_idempotency_purge(count: int) -> None:

@@ -31,6 +31,10 @@ class ReaderPool:
     def readers(self) -> Mapping[str, EnvironmentReader]:
         return dict(self._readers)
 
+    def open(self, environment: str) -> EnvironmentReader | None:
+        """The reader of ``environment`` if it is started already, else None (never starts one)."""
+        return self._readers.get(environment)
+
     async def get(self, environment: str) -> EnvironmentReader:
         """The started reader of ``environment`` (raises ``ReadModelUnavailable`` if it cannot load)."""
         reader = self._readers.get(environment)

@@ -26,20 +26,26 @@ from events.audit.access import log_audit_access
 from events.audit.asof import evaluate_as_of
 from monitoring import metrics
 
-__all__ = ["router"]
+__all__ = ["evaluation_json", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["evaluation"])
 
 
+def evaluation_json(result: EvaluationResult) -> dict[str, Any]:
+    """One result as the API answers it (the fields of :class:`EvaluationOut`); the fast lane
+    (``api.fastlane``) serialises this dict directly."""
+    return {
+        "value": result.value,
+        "variation": result.variation,
+        "reason": str(result.reason),
+        "rule_id": result.rule_id,
+        "error_code": None if result.error_code is None else str(result.error_code),
+        "version": result.version,
+    }
+
+
 def _out(result: EvaluationResult) -> EvaluationOut:
-    return EvaluationOut(
-        value=result.value,
-        variation=result.variation,
-        reason=str(result.reason),
-        rule_id=result.rule_id,
-        error_code=None if result.error_code is None else str(result.error_code),
-        version=result.version,
-    )
+    return EvaluationOut(**evaluation_json(result))
 
 
 async def _evaluate_as_of(

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from api.console import install_console
 from api.container import Container
@@ -22,12 +23,30 @@ from monitoring.logging import configure_logging
 from monitoring.sentry import configure_sentry
 from runtime.settings import Settings, load_settings
 
-__all__ = ["create_app"]
+__all__ = ["FlagstreamAPI", "create_app"]
 
 log = structlog.get_logger("api.app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class FlagstreamAPI(FastAPI):
+    """FastAPI with the evaluation fast lane in front of everything (``api.fastlane``): an ordinary
+    evaluation request is answered before Starlette's middleware stack is entered at all."""
+
+    fast_lane: EvaluationFastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.fast_lane
+        if lane is not None and scope["type"] == "http":
+            await lane(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def routes_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The application without the fast lane: what the lane hands a request on to."""
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FlagstreamAPI:
     resolved = settings or load_settings()
     configure_logging(
         resolved.log_level,
@@ -49,34 +68,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await container.close()
             log.info("api.stopped")
 
-    app = FastAPI(
+    app = FlagstreamAPI(
         title="Flagstream",
         version="0.1.0",
         description="Event-sourced feature flags: every change an immutable, hash-chained event.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    log_policy = RequestLogPolicy(
+        enabled=resolved.log_requests,
+        evaluation_sample_rate=resolved.log_evaluation_sample_rate,
+        personal_attributes=frozenset(resolved.log_personal_attributes),
+    )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=resolved.request_max_bytes,
         rate_limits=resolved.rate_limits_enabled,
-        log_policy=RequestLogPolicy(
-            enabled=resolved.log_requests,
-            evaluation_sample_rate=resolved.log_evaluation_sample_rate,
-            personal_attributes=frozenset(resolved.log_personal_attributes),
-        ),
+        log_policy=log_policy,
     )
-    app.add_middleware(  # outermost: the evaluation routes' ordinary requests end here
-        EvaluationFastLane,
-        max_body_bytes=resolved.request_max_bytes,
-        rate_limits=resolved.rate_limits_enabled,
-        log_policy=RequestLogPolicy(
-            enabled=resolved.log_requests,
-            evaluation_sample_rate=resolved.log_evaluation_sample_rate,
-            personal_attributes=frozenset(resolved.log_personal_attributes),
-        ),
-        enabled=resolved.evaluation_fast_lane,
-    )
+    if resolved.evaluation_fast_lane:
+        app.fast_lane = EvaluationFastLane(
+            app.routes_call,
+            lambda: getattr(app.state, "container", None),
+            max_body_bytes=resolved.request_max_bytes,
+            rate_limits=resolved.rate_limits_enabled,
+            log_policy=log_policy,
+        )
     app.include_router(health.router)
     app.include_router(flags.router)
     app.include_router(evaluate.router)

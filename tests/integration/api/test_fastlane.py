@@ -55,11 +55,9 @@ class Pair:
 
 
 def _find_lane(app: Any) -> EvaluationFastLane:
-    layer = app.middleware_stack
-    while layer is not None and not isinstance(layer, EvaluationFastLane):
-        layer = getattr(layer, "app", None)
-    assert isinstance(layer, EvaluationFastLane), "the app has no fast lane"
-    return layer
+    lane = app.fast_lane
+    assert isinstance(lane, EvaluationFastLane), "the app has no fast lane"
+    return lane
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from core.model import Condition, Flag, Operator, Segment
 __all__ = [
     "MAX_EXAMPLES",
     "AttributeInfo",
+    "ContextTypeAggregate",
     "attributes_from_rules",
     "context_attribute_types",
     "merge_context_types",
@@ -67,12 +68,23 @@ class AttributeInfo:
         }
 
 
+_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    type(None): "null",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
+
+
 def type_of_value(value: Any) -> str:
     """The JSON type name of a value: string, number, boolean, array, object or null."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
+    known = _TYPE_NAMES.get(type(value))  # the exact JSON types at the cost of one lookup
+    if known is not None:  # bool cannot be subclassed: every boolean is found here
+        return known
     if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
@@ -123,13 +135,18 @@ def context_attribute_types(context: Mapping[str, Any]) -> dict[str, str]:
 
 def _walk(mapping: Mapping[str, Any], prefix: str, depth: int, types: dict[str, str]) -> None:
     for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if not isinstance(key, str) or len(name) > _MAX_NAME:
+        if not isinstance(key, str):
             continue
-        if isinstance(value, Mapping) and depth < _MAX_DEPTH:
-            _walk(value, name + ".", depth + 1, types)
-        else:
-            types[name] = type_of_value(value)
+        name = prefix + key if prefix else key
+        if len(name) > _MAX_NAME:
+            continue
+        kind = _TYPE_NAMES.get(type(value))
+        if kind is None or kind == "object":
+            if depth < _MAX_DEPTH and isinstance(value, Mapping):
+                _walk(value, name + ".", depth + 1, types)
+                continue
+            kind = type_of_value(value)
+        types[name] = kind
 
 
 def merge_context_types(
@@ -141,3 +158,48 @@ def merge_context_types(
         info.sources.add("contexts")
         info.types.update(types)
     return found
+
+
+class ContextTypeAggregate:
+    """A bounded, in-memory set of attribute name → JSON types seen in contexts, and what is new.
+
+    For sampling evaluated contexts in a process: :meth:`add` walks one context (names and types
+    only, like :func:`context_attribute_types`), remembers at most ``max_names`` names, and keeps
+    what was not known before as *pending* until :meth:`take_pending` hands it over to be stored.
+    A name or type already known costs a set lookup and is not pending again.
+    """
+
+    def __init__(self, max_names: int) -> None:
+        self._max = max_names
+        self._known: dict[str, set[str]] = {}
+        self._pending: dict[str, set[str]] = {}
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def add(self, context: Mapping[str, Any]) -> None:
+        """Remember ``context``'s attribute names and value types (never a value)."""
+        self.add_types(context_attribute_types(context).items())
+
+    def add_types(self, seen: Iterable[tuple[str, str]]) -> None:
+        """Remember ``(name, type)`` pairs; a new name beyond ``max_names`` is dropped."""
+        for name, kind in seen:
+            kinds = self._known.get(name)
+            if kinds is None:
+                if len(self._known) >= self._max:
+                    continue
+                kinds = self._known[name] = set()
+            if kind not in kinds:
+                kinds.add(kind)
+                self._pending.setdefault(name, set()).add(kind)
+
+    def take_pending(self) -> dict[str, set[str]]:
+        """What is new since the last call (name → types); empty afterwards."""
+        pending, self._pending = self._pending, {}
+        return pending
+
+    def give_back(self, pending: Mapping[str, Iterable[str]]) -> None:
+        """Mark ``pending`` as not stored after all (a failed flush): it is pending again."""
+        for name, kinds in pending.items():
+            self._pending.setdefault(name, set()).update(kinds)

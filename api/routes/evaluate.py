@@ -24,6 +24,7 @@ from api.schemas import EvaluateRequest, EvaluateResponse, EvaluationOut
 from core.evaluation import EvaluationResult
 from events.audit.access import log_audit_access
 from events.audit.asof import evaluate_as_of
+from events.commands.attributes import observe_evaluated_context
 from monitoring import metrics
 
 __all__ = ["evaluation_json", "router"]
@@ -87,6 +88,7 @@ async def evaluate(
             results={k: _out(r) for k, r in replayed.items()},
         )
     await require_environment(services.readers, body.environment)
+    observe_evaluated_context(services, body.context)
     reader = await services.readers.get(body.environment)
     now = datetime.now(UTC)
     if body.flags is None:

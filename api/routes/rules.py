@@ -18,6 +18,7 @@ from api.errors import parse_instant
 from api.routes._manage import attribute_catalog, rules_service, segment_service
 from core.model import ENVIRONMENT_PATTERN, FLAG_KEY_PATTERN
 from core.templates import TEMPLATES
+from events.commands.attributes import flush_observed_contexts
 
 __all__ = ["MAX_PREVIEW_CONTEXTS", "router"]
 
@@ -100,6 +101,7 @@ async def list_attributes(
 ) -> AttributeList:
     flags = [view.flag for view in await services.queries.list_flags(None) if not view.flag.archived]
     segments = list((await segment_service(services).live_segments()).values())
+    await flush_observed_contexts(services)  # this process's sampled evaluations, stored now
     items = await attribute_catalog(services).describe(flags, segments)
     if prefix:
         items = [item for item in items if str(item["name"]).startswith(prefix)]

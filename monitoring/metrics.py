@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -94,110 +94,225 @@ _ROLLBACK_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.
 
 # --- HTTP ---------------------------------------------------------------------------------
 HTTP_REQUESTS: Final = Counter(
-    "flagstream_http_requests", "HTTP requests answered, by route template, method and status.",
-    ["route", "method", "status"], registry=REGISTRY)
+    "flagstream_http_requests",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
 HTTP_DURATION: Final = Histogram(
-    "flagstream_http_request_duration_seconds", "HTTP request latency, by route template, method, status.",
-    ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+    "flagstream_http_request_duration_seconds",
+    "HTTP request latency, by route template, method, status.",
+    ["route", "method", "status"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 AUTH_FAILURES: Final = Counter(
-    "flagstream_auth_failures", "Requests refused by authentication/authorisation, by reason.",
-    ["reason"], registry=REGISTRY)
+    "flagstream_auth_failures",
+    "Requests refused by authentication/authorisation, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
 HTTP_ERRORS: Final = Counter(
-    "flagstream_http_errors", "Error answers, by stable error code and status.",
-    ["code", "status"], registry=REGISTRY)
+    "flagstream_http_errors",
+    "Error answers, by stable error code and status.",
+    ["code", "status"],
+    registry=REGISTRY,
+)
 RATE_LIMIT_DECISIONS: Final = Counter(
-    "flagstream_rate_limit_decisions", "Rate-limit decisions, by class, decision and store (redis/local).",
-    ["class", "decision", "store"], registry=REGISTRY)
+    "flagstream_rate_limit_decisions",
+    "Rate-limit decisions, by class, decision and store (redis/local).",
+    ["class", "decision", "store"],
+    registry=REGISTRY,
+)
 IDEMPOTENCY_PURGED: Final = Counter(
-    "flagstream_idempotency_keys_purged", "Idempotency keys deleted after the retention period.",
-    registry=REGISTRY)
+    "flagstream_idempotency_keys_purged",
+    "Idempotency keys deleted after the retention period.",
+    registry=REGISTRY,
+)
 # --- evaluation, commands, events ---------------------------------------------------------
 EVALUATIONS: Final = Counter(
-    "flagstream_evaluations", "Flag evaluations, by flag, environment and reason.",
-    ["flag", "environment", "reason"], registry=REGISTRY)
+    "flagstream_evaluations",
+    "Flag evaluations, by flag, environment and reason.",
+    ["flag", "environment", "reason"],
+    registry=REGISTRY,
+)
 COMMANDS: Final = Counter(
-    "flagstream_commands", "Commands handled, by command type and outcome.",
-    ["type", "outcome"], registry=REGISTRY)
+    "flagstream_commands",
+    "Commands handled, by command type and outcome.",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
 COMMAND_DURATION: Final = Histogram(
-    "flagstream_command_duration_seconds", "Time to handle a command (decide + append), by type.",
-    ["type"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+    "flagstream_command_duration_seconds",
+    "Time to handle a command (decide + append), by type.",
+    ["type"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 EVENTS_APPENDED: Final = Counter(
-    "flagstream_events_appended", "Events appended to the Postgres event store, by event type.",
-    ["type"], registry=REGISTRY)
+    "flagstream_events_appended",
+    "Events appended to the Postgres event store, by event type.",
+    ["type"],
+    registry=REGISTRY,
+)
 EVENTS_PUBLISHED: Final = Counter(
-    "flagstream_events_published", "Events published to Kafka by the relay, by topic.",
-    ["topic"], registry=REGISTRY)
+    "flagstream_events_published",
+    "Events published to Kafka by the relay, by topic.",
+    ["topic"],
+    registry=REGISTRY,
+)
 EVENTS_PROJECTED: Final = Counter(
-    "flagstream_events_projected", "Events handled by the projector, by environment and outcome.",
-    ["environment", "outcome"], registry=REGISTRY)
+    "flagstream_events_projected",
+    "Events handled by the projector, by environment and outcome.",
+    ["environment", "outcome"],
+    registry=REGISTRY,
+)
 KAFKA_SEND_FAILURES: Final = Counter(
-    "flagstream_kafka_send_failures", "Failed Kafka sends, by topic and error class.",
-    ["topic", "error_class"], registry=REGISTRY)
+    "flagstream_kafka_send_failures",
+    "Failed Kafka sends, by topic and error class.",
+    ["topic", "error_class"],
+    registry=REGISTRY,
+)
 # --- relay, projection, readers -----------------------------------------------------------
 RELAY_BACKLOG: Final = Gauge(
-    "flagstream_relay_backlog_events", "Events appended but not yet published to Kafka.", registry=REGISTRY)
+    "flagstream_relay_backlog_events", "Events appended but not yet published to Kafka.", registry=REGISTRY
+)
 RELAY_LAG: Final = Gauge(
-    "flagstream_relay_lag_seconds", "Age of the oldest event not yet published (0 when none).",
-    registry=REGISTRY)
+    "flagstream_relay_lag_seconds",
+    "Age of the oldest event not yet published (0 when none).",
+    registry=REGISTRY,
+)
 PROJECTION_LAG: Final = Gauge(
     "flagstream_projection_lag_seconds",
     "Seconds from an event's occurrence to its projection into Redis (last applied), by environment.",
-    ["environment"], registry=REGISTRY)
+    ["environment"],
+    registry=REGISTRY,
+)
 PROJECTOR_OFFSET: Final = Gauge(
-    "flagstream_projector_checkpoint_offset", "Next Kafka offset the projector will read, by partition.",
-    ["topic", "partition"], registry=REGISTRY)
+    "flagstream_projector_checkpoint_offset",
+    "Next Kafka offset the projector will read, by partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 READER_STALENESS: Final = Gauge(
     "flagstream_reader_staleness_seconds",
     "Seconds since an evaluator's snapshot was last confirmed current, by environment.",
-    ["environment"], registry=REGISTRY)
+    ["environment"],
+    registry=REGISTRY,
+)
 # --- failure handling ---------------------------------------------------------------------
 BREAKER_STATE: Final = Gauge(
-    "flagstream_circuit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-    ["breaker"], registry=REGISTRY)
+    "flagstream_circuit_breaker_state",
+    "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+    ["breaker"],
+    registry=REGISTRY,
+)
 BREAKER_TRANSITIONS: Final = Counter(
-    "flagstream_circuit_breaker_transitions", "Circuit breaker state changes, by breaker and new state.",
-    ["breaker", "state"], registry=REGISTRY)
+    "flagstream_circuit_breaker_transitions",
+    "Circuit breaker state changes, by breaker and new state.",
+    ["breaker", "state"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS: Final = Gauge(
-    "flagstream_dead_letters", "Dead letters currently parked, by stage and error class.",
-    ["stage", "error_class"], registry=REGISTRY)
+    "flagstream_dead_letters",
+    "Dead letters currently parked, by stage and error class.",
+    ["stage", "error_class"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS_PARKED: Final = Counter(
-    "flagstream_dead_letters_parked", "Dead letters parked, by stage and error class.",
-    ["stage", "error_class"], registry=REGISTRY)
+    "flagstream_dead_letters_parked",
+    "Dead letters parked, by stage and error class.",
+    ["stage", "error_class"],
+    registry=REGISTRY,
+)
 DEAD_LETTER_AGE: Final = Gauge(
-    "flagstream_dead_letter_oldest_age_seconds", "Age of the oldest parked dead letter (0 when none).",
-    ["stage"], registry=REGISTRY)
+    "flagstream_dead_letter_oldest_age_seconds",
+    "Age of the oldest parked dead letter (0 when none).",
+    ["stage"],
+    registry=REGISTRY,
+)
 BLOCKED_FLAGS: Final = Gauge(
-    "flagstream_blocked_flags", "Flags whose later events wait behind a dead letter, by stage.",
-    ["stage"], registry=REGISTRY)
+    "flagstream_blocked_flags",
+    "Flags whose later events wait behind a dead letter, by stage.",
+    ["stage"],
+    registry=REGISTRY,
+)
 DB_POOL_IN_USE: Final = Gauge(
-    "flagstream_db_pool_connections_in_use", "Database connections checked out, by pool.",
-    ["pool"], registry=REGISTRY)
+    "flagstream_db_pool_connections_in_use",
+    "Database connections checked out, by pool.",
+    ["pool"],
+    registry=REGISTRY,
+)
 DB_POOL_SIZE: Final = Gauge(
-    "flagstream_db_pool_connections_max", "Maximum size of the database pool, by pool.",
-    ["pool"], registry=REGISTRY)
+    "flagstream_db_pool_connections_max",
+    "Maximum size of the database pool, by pool.",
+    ["pool"],
+    registry=REGISTRY,
+)
 # --- alerts, rollbacks, incidents ---------------------------------------------------------
 ALERTS_RECEIVED: Final = Counter(
-    "flagstream_metric_alerts_received", "Metric alerts accepted, by source and status (firing/resolved).",
-    ["source", "status"], registry=REGISTRY)
+    "flagstream_metric_alerts_received",
+    "Metric alerts accepted, by source and status (firing/resolved).",
+    ["source", "status"],
+    registry=REGISTRY,
+)
 ROLLBACKS: Final = Counter(
-    "flagstream_rollbacks", "Rollback decisions of the rollback worker (and manual ones), by outcome.",
-    ["outcome"], registry=REGISTRY)
+    "flagstream_rollbacks",
+    "Rollback decisions of the rollback worker (and manual ones), by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ROLLBACK_DURATION: Final = Histogram(
-    "flagstream_rollback_duration_seconds", "Seconds from alert accepted to compensating event appended.",
-    buckets=_ROLLBACK_BUCKETS, registry=REGISTRY)
+    "flagstream_rollback_duration_seconds",
+    "Seconds from alert accepted to compensating event appended.",
+    buckets=_ROLLBACK_BUCKETS,
+    registry=REGISTRY,
+)
 INCIDENTS: Final = Counter(
-    "flagstream_incidents", "Incidents recorded (one per rollback episode).", registry=REGISTRY)
+    "flagstream_incidents", "Incidents recorded (one per rollback episode).", registry=REGISTRY
+)
 BUILD_INFO: Final = Gauge(
-    "flagstream_build_info", "Always 1; labels carry the version and the process role.",
-    ["version", "role"], registry=REGISTRY)
+    "flagstream_build_info",
+    "Always 1; labels carry the version and the process role.",
+    ["version", "role"],
+    registry=REGISTRY,
+)
 
-_COUNTERS: Final = (HTTP_REQUESTS, AUTH_FAILURES, EVALUATIONS, COMMANDS, EVENTS_APPENDED, EVENTS_PUBLISHED,
-                    EVENTS_PROJECTED, KAFKA_SEND_FAILURES, BREAKER_TRANSITIONS, DEAD_LETTERS_PARKED,
-                    ALERTS_RECEIVED, ROLLBACKS, INCIDENTS, HTTP_ERRORS, RATE_LIMIT_DECISIONS,
-                    IDEMPOTENCY_PURGED)
-_OTHERS: Final = (HTTP_DURATION, COMMAND_DURATION, ROLLBACK_DURATION, RELAY_BACKLOG, RELAY_LAG,
-                  PROJECTION_LAG, PROJECTOR_OFFSET, READER_STALENESS, BREAKER_STATE, DEAD_LETTERS,
-                  DEAD_LETTER_AGE, BLOCKED_FLAGS, DB_POOL_IN_USE, DB_POOL_SIZE, BUILD_INFO)
+_COUNTERS: Final = (
+    HTTP_REQUESTS,
+    AUTH_FAILURES,
+    EVALUATIONS,
+    COMMANDS,
+    EVENTS_APPENDED,
+    EVENTS_PUBLISHED,
+    EVENTS_PROJECTED,
+    KAFKA_SEND_FAILURES,
+    BREAKER_TRANSITIONS,
+    DEAD_LETTERS_PARKED,
+    ALERTS_RECEIVED,
+    ROLLBACKS,
+    INCIDENTS,
+    HTTP_ERRORS,
+    RATE_LIMIT_DECISIONS,
+    IDEMPOTENCY_PURGED,
+)
+_OTHERS: Final = (
+    HTTP_DURATION,
+    COMMAND_DURATION,
+    ROLLBACK_DURATION,
+    RELAY_BACKLOG,
+    RELAY_LAG,
+    PROJECTION_LAG,
+    PROJECTOR_OFFSET,
+    READER_STALENESS,
+    BREAKER_STATE,
+    DEAD_LETTERS,
+    DEAD_LETTER_AGE,
+    BLOCKED_FLAGS,
+    DB_POOL_IN_USE,
+    DB_POOL_SIZE,
+    BUILD_INFO,
+)
 
 
 def _family_name(metric: Counter | Gauge | Histogram) -> str:
@@ -205,14 +320,29 @@ def _family_name(metric: Counter | Gauge | Histogram) -> str:
 
 
 METRIC_NAMES: Final[frozenset[str]] = frozenset(
-    [f"{_family_name(m)}_total" for m in _COUNTERS] + [_family_name(m) for m in _OTHERS])
+    [f"{_family_name(m)}_total" for m in _COUNTERS] + [_family_name(m) for m in _OTHERS]
+)
 HISTOGRAM_NAMES: Final[frozenset[str]] = frozenset(
-    _family_name(m) for m in _OTHERS if isinstance(m, Histogram))
+    _family_name(m) for m in _OTHERS if isinstance(m, Histogram)
+)
 SERIES_NAMES: Final[frozenset[str]] = (METRIC_NAMES - HISTOGRAM_NAMES) | frozenset(
-    name + suffix for name in HISTOGRAM_NAMES for suffix in ("_bucket", "_sum", "_count"))
+    name + suffix for name in HISTOGRAM_NAMES for suffix in ("_bucket", "_sum", "_count")
+)
 """Every sample name a PromQL query may select (a histogram ``x`` as ``x_bucket``/``x_sum``/``x_count``)."""
 _dead_letter_classes: dict[str, set[str]] = {}
 _evaluation_children: dict[tuple[str, str, str], Counter] = {}
+
+
+class EvaluationLike(Protocol):
+    """What :func:`record_evaluations` reads of a ``core.evaluation.EvaluationResult``."""
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def error_code(self) -> str | None: ...
+
+
 _rate_limit_children: dict[tuple[str, str, str], Counter] = {}
 _http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -259,11 +389,30 @@ def record_evaluation(flag: str, environment: str, reason: str, error_code: str 
     """Count one evaluation. ``reason``: ``core.evaluation.Reason`` (``TARGETING_MATCH``, ``SPLIT``,
     ``ERROR`` ...); pass the result's ``error_code`` too: a ``FLAG_NOT_FOUND`` evaluation is
     counted under :data:`UNKNOWN_FLAG`, so arbitrary keys sent by callers never create series."""
-    key = (UNKNOWN_FLAG if error_code == "FLAG_NOT_FOUND" else flag, environment, str(reason))
+    key = (UNKNOWN_FLAG if error_code == "FLAG_NOT_FOUND" else flag, environment, reason)
     child = _evaluation_children.get(key)
-    if child is None:  # hot path: cache the labelled child (bounded: flags x environments x reasons)
-        child = _evaluation_children.setdefault(key, EVALUATIONS.labels(*key))
+    if child is None:
+        child = _evaluation_child(key)
     child.inc()
+
+
+def record_evaluations(environment: str, results: Mapping[str, EvaluationLike]) -> None:
+    """Count every result of one bulk evaluation (:func:`record_evaluation` for each, in one loop)."""
+    children = _evaluation_children
+    for flag, result in results.items():
+        code = result.error_code
+        key = (UNKNOWN_FLAG if code == "FLAG_NOT_FOUND" else flag, environment, result.reason)
+        child = children.get(key)
+        if child is None:
+            child = _evaluation_child(key)
+        child.inc()
+
+
+def _evaluation_child(key: tuple[str, str, str]) -> Counter:
+    """The labelled child of ``key``, cached (the hot path skips the label lookup; bounded: flags x
+    environments x reasons). Reasons are string enums: equal to, and hashed as, their text."""
+    flag, environment, reason = key
+    return _evaluation_children.setdefault(key, EVALUATIONS.labels(flag, environment, str(reason)))
 
 
 def observe_command(command_type: str, outcome: CommandOutcome, seconds: float | None = None) -> None:

@@ -61,7 +61,7 @@ def list_keys() -> None:
 
 @app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by create/list.")]) -> None:
-    """Revoke a key: it stops authenticating at once."""
+    """Revoke a key: every API process is told at once (the NOTIFY the API sends), so it is refused."""
     if not _run_with_keys(lambda keys: keys.revoke(key_id)):
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 import asyncpg
 import structlog
@@ -26,13 +25,12 @@ from events.deadletters.operations import OperationsJournal, PostgresStreamHead
 from events.errors import StoreUnavailable
 from events.ports import EventStore
 from events.store.db import CONNECTION_ERRORS
-from events.store.keys import SECRET_PREFIX, ApiKey, Role, hash_secret
+from events.store.keys import KEY_NOTICE_CHANNEL, SECRET_PREFIX, ApiKey, Role, hash_secret
 
 __all__ = ["KEY_NOTICE_CHANNEL", "CreatedKey", "KeyNotFound", "KeyService"]
 
 log = structlog.get_logger("events.commands.keys")
 
-KEY_NOTICE_CHANNEL: Final = "flagstream_api_keys"
 _COLUMNS = "id, principal, role, created_at, revoked_at"
 
 

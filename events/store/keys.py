@@ -13,15 +13,26 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 import asyncpg
 
 from events.errors import StoreUnavailable
 from events.store.db import CONNECTION_ERRORS
 
-__all__ = ["SECRET_PREFIX", "ApiKey", "ApiKeyStore", "Principal", "Role", "hash_secret", "looks_like_secret"]
+__all__ = [
+    "KEY_NOTICE_CHANNEL",
+    "SECRET_PREFIX",
+    "ApiKey",
+    "ApiKeyStore",
+    "Principal",
+    "Role",
+    "hash_secret",
+    "looks_like_secret",
+]
 
 SECRET_PREFIX = "fs_"
+KEY_NOTICE_CHANNEL: Final = "flagstream_api_keys"  # NOTIFY payload: a revoked key's id
 _SECRET_SHAPE = re.compile(r"^fs_[A-Za-z0-9_-]{43}$")
 
 
@@ -78,7 +89,10 @@ class ApiKeyStore:
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         await self._execute(
             "INSERT INTO api_keys (id, principal, role, key_hash) VALUES ($1, $2, $3, $4)",
-            key_id, principal, checked_role.value, hash_secret(secret),
+            key_id,
+            principal,
+            checked_role.value,
+            hash_secret(secret),
         )
         return key_id, secret
 
@@ -96,11 +110,19 @@ class ApiKeyStore:
         return None if row is None else Principal(row["principal"], Role(row["role"]), row["id"])
 
     async def revoke(self, key_id: str) -> bool:
-        """Revoke a key; False when no active key has that id."""
-        status = await self._execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
-        )
-        return status.endswith(" 1")
+        """Revoke a key and send the revocation notice (as the API does); False when no active key
+        has that id. One statement, so the NOTIFY is delivered when the revocation commits."""
+        try:
+            notified = await self._pool.fetchval(
+                "WITH revoked AS (UPDATE api_keys SET revoked_at = now()"
+                " WHERE id = $1 AND revoked_at IS NULL RETURNING id)"
+                " SELECT count(pg_notify($2, id)) FROM revoked",
+                key_id,
+                KEY_NOTICE_CHANNEL,
+            )
+        except CONNECTION_ERRORS as e:
+            raise StoreUnavailable(f"Postgres unreachable: {e}") from e
+        return bool(notified)
 
     async def list(self) -> list[ApiKey]:
         try:

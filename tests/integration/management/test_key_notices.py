@@ -9,9 +9,13 @@ from collections.abc import Callable
 
 import asyncpg
 import pytest
+from typer.testing import CliRunner
 
+from cli.keys import app as keys_cli
 from events.commands.keys import KEY_NOTICE_CHANNEL
+from events.store.db import apply_migrations, create_pool
 from events.store.key_notices import KeyNoticeListener
+from events.store.keys import ApiKeyStore, Role
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +79,48 @@ async def test_listener__database_missing_at_start__does_not_fail_and_connects_l
         await listener.close()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_cli_revoke__sends_the_notice_the_api_sends(fresh_database: str) -> None:
+    database_url = fresh_database
+    await apply_migrations(database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        key_id, _ = await ApiKeyStore(pool).create("cli-revoke-" + uuid.uuid4().hex[:6], Role.READER)
+    finally:
+        await pool.close()
+    seen: list[str | None] = []
+    listener = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, seen.append, retry_seconds=0.05)
+    await listener.start()
+    try:
+        await _until(lambda: listener.connected)
+        env = {"DATABASE_URL": database_url, "FLAGSTREAM_DATABASE_URL": database_url}
+        result = await asyncio.to_thread(CliRunner().invoke, keys_cli, ["revoke", key_id], env=env)
+        assert result.exit_code == 0, result.output
+
+        await _until(lambda: key_id in seen)
+    finally:
+        await listener.close()
+
+
+async def test_store_revoke__unknown_or_already_revoked__no_notice(fresh_database: str) -> None:
+    database_url = fresh_database
+    await apply_migrations(database_url)
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    seen: list[str | None] = []
+    listener = KeyNoticeListener(database_url, KEY_NOTICE_CHANNEL, seen.append, retry_seconds=0.05)
+    await listener.start()
+    try:
+        await _until(lambda: listener.connected)
+        keys = ApiKeyStore(pool)
+        key_id, _ = await keys.create("twice-" + uuid.uuid4().hex[:6], Role.READER)
+        assert await keys.revoke(key_id) is True
+        assert await keys.revoke(key_id) is False
+        assert await keys.revoke("key_0000000000000000") is False
+        await _notify(database_url, "key_ffffffffffffffff")  # a marker: notices arrive in order
+
+        await _until(lambda: "key_ffffffffffffffff" in seen)
+        assert [s for s in seen if s is not None] == [key_id, "key_ffffffffffffffff"]
+    finally:
+        await listener.close()
+        await pool.close()

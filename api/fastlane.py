@@ -49,6 +49,7 @@ from api.routes.evaluate import evaluation_json
 from api.routes.ofrep import _failure_of, _matches, _success_of
 from api.schemas import EvaluateRequest
 from core.evaluation.result import ErrorCode
+from events.commands.attributes import observe_evaluated_context
 from monitoring import metrics
 
 __all__ = ["EvaluationFastLane"]
@@ -175,14 +176,14 @@ class EvaluationFastLane:
         if reader is None or not math.isfinite(reader.staleness_seconds):
             raise _Ordinary
         context = request.context
+        observe_evaluated_context(container, context)
         now = datetime.now(UTC)
         if request.flags is None:
             results = reader.evaluate_all(context, now)
         else:
             results = {key: reader.evaluate(key, context, now) for key in request.flags}
         environment = request.environment
-        for key, result in results.items():
-            metrics.record_evaluation(key, environment, str(result.reason), result.error_code)
+        metrics.record_evaluations(environment, results)
         answer = {
             "environment": environment,
             "results": {key: evaluation_json(result) for key, result in results.items()},
@@ -200,6 +201,7 @@ class EvaluationFastLane:
         if reader is None:
             raise _Ordinary
         context = _ofrep_context(body)
+        observe_evaluated_context(container, context)
         snapshot = reader.snapshot
         now = datetime.now(UTC)
         if route == _OFREP_ONE_ROUTE:
@@ -215,8 +217,9 @@ class EvaluationFastLane:
             success = _success_of(key, result, snapshot.source_of(key), environment)
             return 200, orjson.dumps(success), [], context
         flags: list[dict[str, Any]] = []
-        for key, result in sorted(snapshot.evaluate_all(context, now).items()):
-            metrics.record_evaluation(key, environment, str(result.reason), result.error_code)
+        results = snapshot.evaluate_all(context, now)
+        metrics.record_evaluations(environment, results)
+        for key, result in sorted(results.items()):
             if result.error_code is not None:
                 flags.append(_failure_of(key, result))
             else:

@@ -1,23 +1,34 @@
 """The event spine under load: commands/s, command latency, and command → reader propagation.
 
-    python benchmarks/spine.py [--seconds 20] [--concurrency 32] [--flags 200]
+    python benchmarks/spine.py [--seconds 20] [--concurrency 32] [--flags 200] [--api-workers 1]
+                               [--profile-api FILE]
 
 Starts the local stack (or uses DATABASE_URL / REDIS_URL / KAFKA_BOOTSTRAP_SERVERS), runs the API
-(``python -m api.serve``, one process), the relay and the projector as separate processes exactly
-as ``flagstream run`` does, then drives ``PUT .../environments/production`` commands over HTTP from
-``--concurrency`` clients spread over ``--flags`` flags. A reader in this process (the same
+(``python -m api.serve``; ``--api-workers`` processes sharing the port with ``--reuse-port``, as
+``flagstream run --api-workers N`` does), the relay and the projector as separate processes, then
+drives ``PUT .../environments/production`` commands over HTTP from ``--concurrency`` clients
+spread over ``--flags`` flags. Rate limits stay on (their Redis round trip is part of the cost)
+with the quota raised so that nothing is refused. A reader in this process (the same
 ``EnvironmentReader`` the API uses) records when each change becomes visible: propagation is
 measured from the command's 2xx to the reader showing that version (or a later one). It is split
 into the relay's share (append → Kafka record timestamp), the projector's (2xx → its change
 notice on Redis pub/sub) and the reader's (notice → visible).
 
-Targets (issue 3): >= 1,000 commands/s, command p99 < 25 ms, propagation p99 < 50 ms.
+Prints: commands/s, command latency p50/p99, propagation p50/p99 (and its shares), the load
+average before and after (the machine's other load skews every figure), and the CPU this load
+generator itself spent per command (it shares the cores with the servers).
+
+``--profile-api FILE`` runs the (single) API process under cProfile and writes its statistics to
+FILE when the run ends (``python -m pstats FILE``); figures under the profiler are slower.
+
+Targets (issue 12): >= 1,000 commands/s, command p99 < 25 ms, propagation p99 < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -27,13 +38,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+# Run as a script, this file's folder comes first on sys.path and benchmarks/http.py would shadow
+# the standard library's ``http`` package (which httpx needs): drop the folder, add the repository.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx  # noqa: E402  (after the sys.path repair above)
 
-from core.envelope import Event
-from projections.connection import make_redis
-from projections.reader import EnvironmentReader
+from core.envelope import Event  # noqa: E402
+from projections.connection import make_redis  # noqa: E402
+from projections.reader import EnvironmentReader  # noqa: E402
 
 _Key = tuple[str, int]
 
@@ -82,20 +97,103 @@ async def _wait_http(url: str, within: float = 30.0) -> None:
     raise TimeoutError(f"{url} did not answer within {within}s")
 
 
+def _cpu_by_process(roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds used so far by this process's descendants (the servers and the platform), by role
+    (``roles``: pid -> name) or by command name (postgres, redis-server, tansu...)."""
+    parents: dict[int, int] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        text = ""
+        with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+            text = f.read()
+        if not text:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        stats[int(entry)] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    me, totals = os.getpid(), dict[str, float]()
+    for pid, (comm, seconds) in stats.items():
+        ancestor, role = pid, roles.get(pid)
+        while ancestor in parents and ancestor != me:
+            ancestor = parents[ancestor]
+            role = role or roles.get(ancestor)
+        if ancestor == me:
+            name = role or ("postgres" if comm.startswith("postgres") else comm)
+            totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (each API process sharing it with SO_REUSEPORT has one)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+async def _wait_listening(port: int, processes: int, within: float = 60.0) -> None:
+    """Until every API process listens: connections opened earlier would all go to the first one."""
+    deadline = time.monotonic() + within
+    while _listening_sockets(port) < processes:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{processes} API processes did not listen on {port} within {within}s")
+        await asyncio.sleep(0.1)  # polling the kernel's socket table, bounded
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that sends PUTs with a JSON body: a load generator that
+    costs the shared cores a few tens of microseconds per request (httpx costs about a millisecond)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
+        self._reader, self._writer, self._head = reader, writer, head
+
+    @classmethod
+    async def open(cls, host: str, port: int, secret: str) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        head = (
+            f"Host: {host}:{port}\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
+        ).encode()
+        return cls(reader, writer, head)
+
+    async def put(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        self._writer.write(
+            b"PUT %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self._head, len(body), body)
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = next(
+            int(v) for k, _, v in (x.partition(b":") for x in lines[1:]) if k.lower() == b"content-length"
+        )
+        return status, json.loads(await self._reader.readexactly(length))
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
 class SpineRun:
-    """One measured run: load from ``concurrency`` clients, a reader watching, a notice listener."""
+    """One measured run: load from ``concurrency`` connections, a reader watching, a notice listener."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        connections: list[_Connection],
         reader: EnvironmentReader,
         redis: Any,
         flags: list[str],
-        concurrency: int,
         seconds: float,
     ) -> None:
-        self.client, self.reader, self.redis = client, reader, redis
-        self.flags, self.concurrency = flags, concurrency
+        self.connections, self.reader, self.redis = connections, reader, redis
+        self.flags, self.concurrency = flags, len(connections)
+        self.bodies = [json.dumps(_config(weight)).encode() for weight in range(101)]
         self.stop_at = time.monotonic() + seconds
         self.acked_at: dict[_Key, float] = {}
         self.visible_at: dict[_Key, float] = {}
@@ -104,34 +202,38 @@ class SpineRun:
         self.errors = 0
 
     async def load(self, n: int) -> None:
+        connection = self.connections[n]
         i = n
         while time.monotonic() < self.stop_at:
             key = self.flags[i % len(self.flags)]
             i += self.concurrency
             started = time.perf_counter()
-            response = await self.client.put(
-                f"/api/v1/flags/{key}/environments/production", json=_config(i % 101)
+            status, body = await connection.put(
+                f"/api/v1/flags/{key}/environments/production", self.bodies[i % 101]
             )
             done = time.perf_counter()
-            if response.status_code != 200:
+            if status != 200:
                 self.errors += 1
                 continue
             self.latencies.append(done - started)
-            body = response.json()
             if body["changed"]:  # a no-op (same config again) answers with a version already visible
                 self.acked_at[(key, body["version"])] = done
 
     async def watch(self) -> None:
-        """A version counts as visible when the reader first shows it *or a later one*."""
+        """A version counts as visible when the reader first shows it *or a later one*. The reader is
+        looked at each time it signals a change (its snapshot is replaced, never edited in place)."""
         last_seen = {key: self.reader.version_of(key) or 0 for key in self.flags}
         while time.monotonic() < self.stop_at + 5:
+            changed = self.reader._changed  # the event the reader sets on every snapshot change
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=0.2)
             now = time.perf_counter()
             for key in self.flags:
                 version = self.reader.version_of(key) or 0
-                for seen in range(last_seen[key] + 1, version + 1):
-                    self.visible_at[(key, seen)] = now
-                last_seen[key] = max(last_seen[key], version)
-            await asyncio.sleep(0.0005)  # sampling the reader's snapshot
+                if version > last_seen[key]:
+                    for seen in range(last_seen[key] + 1, version + 1):
+                        self.visible_at[(key, seen)] = now
+                    last_seen[key] = version
 
     async def listen(self) -> None:
         pubsub = self.redis.pubsub()
@@ -213,13 +315,32 @@ async def _report_relay_lag(bootstrap: str, at_least: int) -> None:
     print(f"  relay share (append -> Kafka timestamp): {_ms(lags)} over {len(lags)} events")
 
 
-async def _start_platform(urls: dict[str, str], port: int) -> list[asyncio.subprocess.Process]:
-    env = {**os.environ, **urls, "FLAGSTREAM_LOG_LEVEL": "warning"}
-    commands = (
-        ["-m", "api.serve", "--port", str(port)],
-        ["-m", "workers.relay"],
-        ["-m", "workers.projector"],
-    )
+def _roles(args: argparse.Namespace) -> list[str]:
+    """The name of each child process, in the order :func:`_start_platform` starts them."""
+    return ["api"] * args.api_workers + ["relay", "projector"]
+
+
+def _load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+async def _start_platform(
+    urls: dict[str, str], port: int, args: argparse.Namespace
+) -> list[asyncio.subprocess.Process]:
+    limits = {k: "100000000/1" for k in ("evaluation", "commands", "audit")}
+    env = {
+        **os.environ,
+        **urls,
+        "FLAGSTREAM_LOG_LEVEL": "warning",
+        "FLAGSTREAM_RATE_LIMITS": json.dumps({"*": limits, "anonymous": limits}),
+    }
+    serve = ["-m", "api.serve", "--host", "127.0.0.1", "--port", str(port)]
+    if args.api_workers > 1:
+        serve.append("--reuse-port")
+    if args.profile_api:
+        serve = ["-m", "cProfile", "-o", args.profile_api, *serve]
+    commands = [serve] * args.api_workers + [["-m", "workers.relay"], ["-m", "workers.projector"]]
+    assert len(commands) == len(_roles(args))
     return [await asyncio.create_subprocess_exec(sys.executable, *argv, env=env) for argv in commands]
 
 
@@ -229,11 +350,12 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
 
     secret = await _prepare(urls["DATABASE_URL"], urls["KAFKA_BOOTSTRAP_SERVERS"])
     port = find_free_port()
-    children = await _start_platform(urls, port)
+    children = await _start_platform(urls, port, args)
     redis = make_redis(urls["REDIS_URL"])
     base = f"http://127.0.0.1:{port}"
     try:
         await _wait_http(f"{base}/healthz")
+        await _wait_listening(port, args.api_workers)
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         async with httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {secret}"}, limits=limits, timeout=30
@@ -245,8 +367,29 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
             reader = EnvironmentReader(redis, "production")
             await reader.start()
             await _warm_up(client, reader, flags)
-            run = SpineRun(client, reader, redis, flags, args.concurrency, args.seconds)
-            run.report(await run.run())
+            print(f"load average before: {_load_average()} (api workers {args.api_workers})", flush=True)
+            connections = [await _Connection.open("127.0.0.1", port, secret) for _ in range(args.concurrency)]
+            run = SpineRun(connections, reader, redis, flags, args.seconds)
+            roles = {child.pid: name for child, name in zip(children, _roles(args), strict=True)}
+            cpu_before, servers_before = time.process_time(), _cpu_by_process(roles)
+            elapsed = await run.run()
+            cpu = time.process_time() - cpu_before
+            servers = _cpu_by_process(roles)
+            run.report(elapsed)
+            per_command = {
+                name: (seconds - servers_before.get(name, 0.0)) / max(1, len(run.latencies)) * 1e3
+                for name, seconds in servers.items()
+            }
+            shares = ", ".join(
+                f"{name} {ms:.2f}" for name, ms in sorted(per_command.items(), key=lambda x: -x[1])
+            )
+            print(f"CPU ms per command (the run and its 5 s tail): {shares}")
+            for connection in connections:
+                await connection.close()
+            print(
+                f"load generator CPU: {cpu / max(1, len(run.latencies)) * 1e3:.2f} ms per command "
+                f"({cpu / elapsed:.0%} of one core); load average after: {_load_average()}"
+            )
             await reader.stop()
         await _report_relay_lag(urls["KAFKA_BOOTSTRAP_SERVERS"], len(run.acked_at))
     finally:
@@ -265,7 +408,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--flags", type=int, default=200)
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="API processes sharing the port (SO_REUSEPORT)"
+    )
+    parser.add_argument(
+        "--profile-api", metavar="FILE", help="run the one API process under cProfile, stats to FILE"
+    )
     args = parser.parse_args()
+    if args.profile_api and args.api_workers != 1:
+        parser.error("--profile-api profiles one API process: use it with --api-workers 1")
+    if args.profile_api:
+        args.profile_api = str(Path(args.profile_api).resolve())
     from runtime.devstack import Stack
 
     with (

@@ -46,6 +46,23 @@ _INSERT = """
 INSERT INTO events (event_id, flag_key, version, type, environment, occurred_at, actor, hash, body)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
 _CURRENT_AND_NOTIFY = "SELECT coalesce(max(version), 0), pg_notify($2, '') FROM events WHERE flag_key = $1"
+_APPEND_ONE_STREAM = """
+WITH current AS (SELECT coalesce(max(version), 0) AS v FROM events WHERE flag_key = $1),
+inserted AS (
+    INSERT INTO events (event_id, flag_key, version, type, environment, occurred_at, actor, hash, body)
+    SELECT e.event_id, $1, e.version, e.type, e.environment, e.occurred_at, e.actor, e.hash, e.body
+      FROM current,
+           unnest($3::uuid[], $4::integer[], $5::text[], $6::text[], $7::timestamptz[], $8::text[],
+                  $9::text[], $10::text[])
+           WITH ORDINALITY AS e(event_id, version, type, environment, occurred_at, actor, hash, body, n)
+     WHERE current.v = $2 - 1
+     ORDER BY e.n
+    RETURNING 1)
+SELECT v, CASE WHEN v = $2 - 1 THEN pg_notify($11, '') END FROM current"""
+"""One stream's events in one statement (one round trip, its own transaction): the version check and
+the inserts see one snapshot, nothing is inserted when the stream moved on, and a concurrent append
+of the same version still meets the unique ``(flag_key, version)``. Each event's xid is assigned by
+its insert, after the snapshot that saw the previous version committed: the relay's order holds."""
 _UPSERT_IDEMPOTENCY = """
 INSERT INTO idempotency_keys AS k (principal, key, request_hash, status, response)
 VALUES ($1, $2, $3, $4, $5::jsonb)
@@ -69,8 +86,15 @@ ON CONFLICT (name) DO UPDATE
 
 def _row_of(event: Event) -> tuple[object, ...]:
     return (
-        event.event_id, event.flag_key, event.version, event.type, event.environment,
-        event.occurred_at, event.actor, event.hash, event.to_json(),
+        event.event_id,
+        event.flag_key,
+        event.version,
+        event.type,
+        event.environment,
+        event.occurred_at,
+        event.actor,
+        event.hash,
+        event.to_json(),
     )
 
 
@@ -115,7 +139,8 @@ class PostgresEventStore:
         rows = await self._fetch(
             "SELECT body FROM events WHERE flag_key = $1 AND ($2::integer IS NULL OR version <= $2)"
             " ORDER BY version",
-            stream_key, to_version,
+            stream_key,
+            to_version,
         )
         return [Event.from_json(r["body"]) for r in rows]
 
@@ -137,6 +162,9 @@ class PostgresEventStore:
         if not firsts:
             raise ValueError("append needs at least one event")
         try:
+            if idempotency is None and len(firsts) == 1:
+                await self._append_one_stream(events[0].flag_key, events[0].version, events)
+                return
             async with self._pool.acquire() as conn, conn.transaction():
                 await _insert_checked(conn, firsts, events)
                 if idempotency is not None:
@@ -148,6 +176,13 @@ class PostgresEventStore:
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"append failed, Postgres unreachable: {e}") from e
 
+    async def _append_one_stream(self, stream: str, first: int, events: Sequence[Event]) -> None:
+        rows = [_row_of(e) for e in events]
+        columns = [[row[i] for row in rows] for i in (0, 2, 3, 4, 5, 6, 7, 8)]
+        current = await self._pool.fetchval(_APPEND_ONE_STREAM, stream, first, *columns, EVENTS_CHANNEL)
+        if current != first - 1:
+            raise VersionConflict(expected_version=first - 1, current_version=current, stream=stream)
+
     async def remember_answer(self, idempotency: IdempotencyWrite) -> None:
         """The answer of a command that appended nothing, kept under its key (no event written)."""
         try:
@@ -158,8 +193,13 @@ class PostgresEventStore:
 
     async def _write_idempotency(self, conn: asyncpg.Connection, write: IdempotencyWrite) -> None:
         inserted = await conn.fetchval(
-            _UPSERT_IDEMPOTENCY, write.principal, write.key, write.request_hash, write.status,
-            json.dumps(write.response, separators=(",", ":")), self._ttl,
+            _UPSERT_IDEMPOTENCY,
+            write.principal,
+            write.key,
+            write.request_hash,
+            write.status,
+            json.dumps(write.response, separators=(",", ":")),
+            self._ttl,
         )
         if inserted is None:
             raise DuplicateIdempotencyKey(write.key)
@@ -176,13 +216,16 @@ class PostgresEventStore:
         rows = await self._fetch(
             "SELECT request_hash, status, response::text AS response, created_at FROM idempotency_keys"
             " WHERE principal = $1 AND key = $2 AND created_at > now() - $3::interval",
-            principal, key, self._ttl,
+            principal,
+            key,
+            self._ttl,
         )
         if not rows:
             return None
         row = rows[0]
-        return IdempotencyRecord(principal, key, row["request_hash"], row["status"],
-                                 json.loads(row["response"]), row["created_at"])
+        return IdempotencyRecord(
+            principal, key, row["request_hash"], row["status"], json.loads(row["response"]), row["created_at"]
+        )
 
     async def read_committed_after(self, position: RelayPosition, limit: int) -> list[StoredEvent]:
         """Committed events after ``position`` in ``(txid, seq)`` order, below the xid horizon."""
@@ -207,7 +250,8 @@ class PostgresEventStore:
         try:
             await self._pool.execute(
                 "UPDATE relay_checkpoints SET last_seq = 0, last_txid = '0'::xid8, updated_at = now()"
-                " WHERE name = $1", name,
+                " WHERE name = $1",
+                name,
             )
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"checkpoint not reset, Postgres unreachable: {e}") from e
@@ -216,7 +260,8 @@ class PostgresEventStore:
         rows = await self._fetch(
             "SELECT count(*) AS n, min(occurred_at) AS oldest FROM events"
             " WHERE (txid, seq) > ($1::text::xid8, $2::bigint)",
-            str(position.txid), position.seq,
+            str(position.txid),
+            position.seq,
         )
         return int(rows[0]["n"]), rows[0]["oldest"]
 

@@ -29,6 +29,9 @@ class _OneConnection:
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         return list(await self._conn.fetch(query, *args))
 
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._conn.fetchval(query, *args)
+
     async def execute(self, query: str, *args: Any) -> str:
         return str(await self._conn.execute(query, *args))
 

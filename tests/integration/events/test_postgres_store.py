@@ -10,6 +10,7 @@ import pytest
 
 from events.errors import VersionConflict
 from events.ports import EventStore, RelayPosition
+from events.store.db import EVENTS_CHANNEL
 from events.store.idempotency import IDEMPOTENCY_TTL
 from events.store.postgres import PostgresEventStore
 from tests.integration.events.held import HeldTransaction
@@ -86,3 +87,34 @@ async def test_backlog__counts_events_after_position(store: PostgresEventStore) 
     count, oldest = await store.backlog(rows[0].position)
     assert count == 2
     assert oldest is not None
+
+
+async def test_append__one_statement_batch__seq_follows_version_and_relay_reads_in_order(
+    store: PostgresEventStore,
+) -> None:
+    await store.append(make_chain("batch", 5))
+    rows = await store.read_committed_after(RelayPosition(), 100)
+    assert [r.event.version for r in rows] == [1, 2, 3, 4, 5]
+    assert [r.seq for r in rows] == sorted(r.seq for r in rows)
+    assert len({r.txid for r in rows}) == 1  # one transaction
+
+
+async def test_append__committed__notifies_the_relay_channel_and_a_conflict_does_not(
+    store: PostgresEventStore, pool: asyncpg.Pool
+) -> None:
+    notified: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notice(*args: object) -> None:
+        notified.put_nowait(str(args[3]))
+
+    async with pool.acquire() as listener:
+        await listener.add_listener(EVENTS_CHANNEL, on_notice)
+        try:
+            await store.append(make_chain("notify", 1))
+            assert await asyncio.wait_for(notified.get(), timeout=5) == ""
+            with pytest.raises(VersionConflict):
+                await store.append([make_event("notify", 1)])
+            await pool.execute("SELECT pg_notify($1, 'marker')", EVENTS_CHANNEL)  # notices keep commit order
+            assert await asyncio.wait_for(notified.get(), timeout=5) == "marker"  # the conflict sent none
+        finally:
+            await listener.remove_listener(EVENTS_CHANNEL, on_notice)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -14,6 +15,7 @@ import structlog
 from redis.asyncio import Redis
 
 from api.auth import AuthCache, Principal
+from api.errors import ApiError
 from api.ratelimit import RateLimiter
 from api.readers import BoundedReaderPool
 from core.commands import Command
@@ -239,8 +241,13 @@ class Container:
 
     async def flag_as_of(self, key: str, instant: datetime, principal: Principal) -> FlagState:
         """The flag as it was at ``instant``, replayed from the Kafka log (the audit log)."""
-        log_audit_access(principal.name, "flag_as_of", {"flag": key, "as_of": instant.isoformat()})
-        return await flag_as_of(self.audit_stream(), key, instant)
+        stream = self.audit_stream()
+        return await self._replay_as_of(
+            lambda: flag_as_of(stream, key, instant),
+            lambda: log_audit_access(
+                principal.name, "flag_as_of", {"flag": key, "as_of": instant.isoformat()}
+            ),
+        )
 
     async def evaluate_as_of(
         self,
@@ -250,12 +257,42 @@ class Container:
         flags: Collection[str] | None,
         principal: Principal,
     ) -> dict[str, EvaluationResult]:
-        log_audit_access(
-            principal.name,
-            "evaluate_as_of",
-            {"environment": environment, "as_of": instant.isoformat(), "flags": flags},
+        stream = self.audit_stream()
+        return await self._replay_as_of(
+            lambda: evaluate_as_of(stream, environment, context, instant, flags),
+            lambda: log_audit_access(
+                principal.name,
+                "evaluate_as_of",
+                {"environment": environment, "as_of": instant.isoformat(), "flags": flags},
+            ),
         )
-        return await evaluate_as_of(self.audit_stream(), environment, context, instant, flags)
+
+    async def _replay_as_of(
+        self, replay: Callable[[], Coroutine[Any, Any, T]], log_access: Callable[[], None]
+    ) -> T:
+        """Run an as-of replay (it reads the topic from offset 0) in a worker thread with its own event
+        loop, never on the API's; at most ``as_of_max_concurrency`` at once (``503 as_of_busy`` beyond).
+
+        The slot is released when the thread ends, not when the caller stops waiting: a client that
+        gives up does not let more replays run than the bound. Only admitted reads are logged."""
+        slots = self.as_of_slots
+        if slots.locked():
+            raise ApiError(503, "as_of_busy", "as-of reads are all busy in this process; retry shortly")
+        await slots.acquire()  # free and no one waits (the busy are refused above): returns at once
+        try:
+            log_access()
+            thread = asyncio.get_running_loop().run_in_executor(
+                None, contextvars.copy_context().run, _run_in_own_loop, replay
+            )
+        except BaseException:
+            slots.release()
+            raise
+        thread.add_done_callback(lambda _: slots.release())
+        return await asyncio.shield(thread)
+
+
+def _run_in_own_loop(replay: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(replay())
 
 
 def _required(value: str | None, variable: str) -> str:

@@ -5,6 +5,7 @@ Registered in :mod:`core.events` (imported at its end), so every reader of event
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Final
 
 from pydantic import Field
@@ -31,13 +32,16 @@ class ApiKeyRevokedPayload(Payload):
 
 
 class ApiKeyRotatedPayload(Payload):
-    """A key replaced by a new one for the same principal and role (the old one revoked)."""
+    """A key replaced by a new one for the same principal and role; the old one keeps working for
+    ``grace_seconds`` (until ``old_key_expires_at``), or is revoked at once when the grace is 0."""
 
     event_type = EventType.API_KEY_ROTATED
-    key_id: str = Field(min_length=1, max_length=64, description="the revoked key")
+    key_id: str = Field(min_length=1, max_length=64, description="the replaced key")
     new_key_id: str = Field(min_length=1, max_length=64)
     principal: str = Field(min_length=1, max_length=256)
     role: str = Field(min_length=1, max_length=32)
+    grace_seconds: int = Field(default=0, ge=0, description="how long the old secret stays valid")
+    old_key_expires_at: datetime | None = Field(default=None, description="when the old secret is refused")
 
 
 for _model in (ApiKeyCreatedPayload, ApiKeyRevokedPayload, ApiKeyRotatedPayload):

@@ -6,7 +6,7 @@ every API process within milliseconds (a Postgres NOTIFY), at worst within the a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import KeyAdmin, Services
 from api.routes._manage import key_service
+from events.commands.keys import DEFAULT_ROTATION_GRACE, MAX_ROTATION_GRACE
 from events.store.keys import ApiKey, Role
 
 __all__ = ["router"]
@@ -32,6 +33,12 @@ class KeyCreate(BaseModel):
 
 class RotateBody(BaseModel):
     reason: str | None = Field(default=None, max_length=1024)
+    grace_seconds: int = Field(
+        default=int(DEFAULT_ROTATION_GRACE.total_seconds()),
+        ge=0,
+        le=int(MAX_ROTATION_GRACE.total_seconds()),
+        description="How long the old secret keeps working (default 24 h; 0 revokes it at once)",
+    )
 
 
 class KeyOut(BaseModel):
@@ -40,12 +47,16 @@ class KeyOut(BaseModel):
     role: str
     created_at: datetime
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="After a rotation: when it is refused")
     active: bool
 
 
 class KeyCreated(KeyOut):
     secret: str = Field(description="Shown once: only its SHA-256 is stored")
-    replaces: str | None = Field(default=None, description="After a rotation: the revoked key's id")
+    replaces: str | None = Field(default=None, description="After a rotation: the replaced key's id")
+    replaced_expires_at: datetime | None = Field(
+        default=None, description="After a rotation: when the replaced key's secret stops working"
+    )
 
 
 class KeyList(BaseModel):
@@ -59,6 +70,7 @@ def _out(key: ApiKey) -> KeyOut:
         role=key.role.value,
         created_at=key.created_at,
         revoked_at=key.revoked_at,
+        expires_at=key.expires_at,
         active=key.active,
     )
 
@@ -89,13 +101,22 @@ async def revoke_key(
     "/{key_id}/rotate",
     status_code=201,
     response_model=KeyCreated,
-    summary="Replace a key by a new one (same principal and role); the old one is revoked",
+    summary="Replace a key by a new one (same principal and role); the old one works for a grace period",
 )
 async def rotate_key(
     services: Services, principal: KeyAdmin, key_id: KeyIdPath, body: RotateBody | None = None
 ) -> KeyCreated:
+    body = body or RotateBody()
     created = await key_service(services).rotate(
-        key_id, actor=principal.name, reason=body.reason if body else None
+        key_id, actor=principal.name, reason=body.reason, grace=timedelta(seconds=body.grace_seconds)
     )
-    services.auth.forget_key(key_id)
-    return KeyCreated(**_out(created.key).model_dump(), secret=created.secret, replaces=key_id)
+    old = created.replaced
+    assert old is not None
+    if old.revoked_at is not None:
+        services.auth.forget_key(key_id)  # grace 0: refused at once here, elsewhere by the NOTIFY
+    return KeyCreated(
+        **_out(created.key).model_dump(),
+        secret=created.secret,
+        replaces=key_id,
+        replaced_expires_at=old.revoked_at or old.expires_at,
+    )

@@ -13,7 +13,8 @@ import secrets as _secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 import asyncpg
 import structlog
@@ -27,11 +28,23 @@ from events.ports import EventStore
 from events.store.db import CONNECTION_ERRORS
 from events.store.keys import KEY_NOTICE_CHANNEL, SECRET_PREFIX, ApiKey, Role, hash_secret
 
-__all__ = ["KEY_NOTICE_CHANNEL", "CreatedKey", "KeyNotFound", "KeyService"]
+__all__ = [
+    "DEFAULT_ROTATION_GRACE",
+    "KEY_NOTICE_CHANNEL",
+    "MAX_ROTATION_GRACE",
+    "CreatedKey",
+    "KeyNotFound",
+    "KeyService",
+]
 
 log = structlog.get_logger("events.commands.keys")
 
-_COLUMNS = "id, principal, role, created_at, revoked_at"
+_COLUMNS = "id, principal, role, created_at, revoked_at, expires_at"
+# A rotated key's old secret keeps working this long: a day covers a daily deploy or config push
+# of every client that holds the secret, and bounds how long a leaked old secret is useful. A
+# compromised key is rotated with a grace of 0 (revoked at once) or revoked.
+DEFAULT_ROTATION_GRACE: Final = timedelta(hours=24)
+MAX_ROTATION_GRACE: Final = timedelta(days=30)
 
 
 class KeyNotFound(FlagstreamError):
@@ -43,6 +56,7 @@ class KeyNotFound(FlagstreamError):
 class CreatedKey:
     key: ApiKey
     secret: str  # shown once, never stored
+    replaced: ApiKey | None = None  # after a rotation: the old key (its expires_at, or revoked_at)
 
 
 class KeyService:
@@ -76,18 +90,39 @@ class KeyService:
         log.info("keys.revoked", key_id=key_id, actor=actor)
         return revoked
 
-    async def rotate(self, key_id: str, *, actor: str, reason: str | None) -> CreatedKey:
-        """A new key for the same principal and role; the old one revoked in the same transaction."""
+    async def rotate(
+        self, key_id: str, *, actor: str, reason: str | None, grace: timedelta = DEFAULT_ROTATION_GRACE
+    ) -> CreatedKey:
+        """A new key for the same principal and role. The old secret keeps working for ``grace``
+        (then it is refused); a grace of 0 revokes it in the same transaction. A key already
+        rotated (in its grace period) or revoked is ``KeyNotFound``."""
+        if not timedelta(0) <= grace <= MAX_ROTATION_GRACE:
+            raise ValueError(f"grace must be between 0 and {MAX_ROTATION_GRACE}")
         async with self._transaction() as conn:
-            old = await _revoke(conn, key_id)
+            if grace:
+                old = await _expire(conn, key_id, grace)
+            else:
+                old = await _revoke(conn, key_id, rotating=True)
             created = await _insert(conn, old.principal, old.role)
             payload = ApiKeyRotatedPayload(
-                key_id=key_id, new_key_id=created.key.id, principal=old.principal, role=old.role.value
+                key_id=key_id,
+                new_key_id=created.key.id,
+                principal=old.principal,
+                role=old.role.value,
+                grace_seconds=int(grace.total_seconds()),
+                old_key_expires_at=old.expires_at if grace else old.revoked_at,
             )
             await self._record(conn, payload, actor, reason)
-            await conn.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, key_id)
-        log.info("keys.rotated", key_id=key_id, new_key_id=created.key.id, actor=actor)
-        return created
+            if not grace:
+                await conn.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, key_id)
+        log.info(
+            "keys.rotated",
+            key_id=key_id,
+            new_key_id=created.key.id,
+            grace_seconds=int(grace.total_seconds()),
+            actor=actor,
+        )
+        return CreatedKey(created.key, created.secret, replaced=old)
 
     async def list(self) -> list[ApiKey]:
         try:
@@ -155,9 +190,12 @@ async def _insert(conn: asyncpg.Connection, principal: str, role: Role) -> Creat
     return CreatedKey(_key_of(row), secret)
 
 
-async def _revoke(conn: asyncpg.Connection, key_id: str) -> ApiKey:
+async def _revoke(conn: asyncpg.Connection, key_id: str, *, rotating: bool = False) -> ApiKey:
+    """Revoke an active key (one in a rotation's grace period too, unless ``rotating`` it again)."""
+    again = " AND expires_at IS NULL" if rotating else ""
     row = await conn.fetchrow(
-        f"UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}",
+        f"UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL{again}"
+        f" RETURNING {_COLUMNS}",
         key_id,
     )
     if row is None:
@@ -167,5 +205,28 @@ async def _revoke(conn: asyncpg.Connection, key_id: str) -> ApiKey:
     return _key_of(row)
 
 
+async def _expire(conn: asyncpg.Connection, key_id: str, grace: timedelta) -> ApiKey:
+    """Set the end of an active, not yet rotated key's validity to now + ``grace``."""
+    row = await conn.fetchrow(
+        "UPDATE api_keys SET expires_at = now() + $2 WHERE id = $1 AND revoked_at IS NULL"
+        f" AND expires_at IS NULL RETURNING {_COLUMNS}",
+        key_id,
+        grace,
+    )
+    if row is None:
+        raise KeyNotFound(
+            f"no active API key {key_id!r} that is not already rotated",
+            details=[{"path": "id", "message": "unknown, revoked or already rotated"}],
+        )
+    return _key_of(row)
+
+
 def _key_of(row: asyncpg.Record) -> ApiKey:
-    return ApiKey(row["id"], row["principal"], Role(row["role"]), row["created_at"], row["revoked_at"])
+    return ApiKey(
+        row["id"],
+        row["principal"],
+        Role(row["role"]),
+        row["created_at"],
+        row["revoked_at"],
+        row["expires_at"],
+    )

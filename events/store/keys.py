@@ -11,7 +11,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -61,10 +61,13 @@ class ApiKey:
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = None  # set by a rotation: the end of the old secret's grace period
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > datetime.now(UTC)
 
 
 def hash_secret(secret: str) -> str:
@@ -97,12 +100,14 @@ class ApiKeyStore:
         return key_id, secret
 
     async def authenticate(self, secret: str) -> Principal | None:
-        """The principal of an active key; ``None`` when the secret is malformed, unknown or revoked."""
+        """The principal of an active key; ``None`` when the secret is malformed, unknown, revoked or
+        past its expiry (the end of a rotation's grace period)."""
         if not looks_like_secret(secret):
             return None
         try:
             row = await self._pool.fetchrow(
-                "SELECT id, principal, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT id, principal, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+                " AND (expires_at IS NULL OR expires_at > now())",
                 hash_secret(secret),
             )
         except CONNECTION_ERRORS as e:
@@ -127,12 +132,16 @@ class ApiKeyStore:
     async def list(self) -> list[ApiKey]:
         try:
             rows = await self._pool.fetch(
-                "SELECT id, principal, role, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+                "SELECT id, principal, role, created_at, revoked_at, expires_at FROM api_keys"
+                " ORDER BY created_at, id"
             )
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"cannot list API keys, Postgres unreachable: {e}") from e
         return [
-            ApiKey(r["id"], r["principal"], Role(r["role"]), r["created_at"], r["revoked_at"]) for r in rows
+            ApiKey(
+                r["id"], r["principal"], Role(r["role"]), r["created_at"], r["revoked_at"], r["expires_at"]
+            )
+            for r in rows
         ]
 
     async def _execute(self, query: str, *args: object) -> str:
@@ -140,3 +149,7 @@ class ApiKeyStore:
             return str(await self._pool.execute(query, *args))
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"Postgres unreachable: {e}") from e
+
+
+def _key_of(r: asyncpg.Record) -> ApiKey:
+    return ApiKey(r["id"], r["principal"], Role(r["role"]), r["created_at"], r["revoked_at"], r["expires_at"])

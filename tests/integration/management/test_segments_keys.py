@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -147,7 +148,7 @@ async def test_keys__create_list_revoke__secret_shown_once_and_audited(platform:
     assert all(secret not in e.to_json() for e in events)
 
 
-async def test_keys__rotate__new_secret_works_old_refused(platform: Platform) -> None:
+async def test_keys__rotate_without_grace__new_secret_works_old_refused(platform: Platform) -> None:
     created = (
         await platform.request("POST", "/api/v1/keys", json={"principal": "svc", "role": "reader"})
     ).json()
@@ -155,7 +156,7 @@ async def test_keys__rotate__new_secret_works_old_refused(platform: Platform) ->
     assert (await platform.client.get("/api/v1/flags", headers=old)).status_code == 200
 
     rotated = await platform.request(
-        "POST", f"/api/v1/keys/{created['id']}/rotate", json={"reason": "quarterly"}
+        "POST", f"/api/v1/keys/{created['id']}/rotate", json={"reason": "leaked", "grace_seconds": 0}
     )
 
     assert rotated.status_code == 201
@@ -169,6 +170,61 @@ async def test_keys__rotate__new_secret_works_old_refused(platform: Platform) ->
         e for e in await platform.store.read_stream(API_KEYS_STREAM) if e.payload["key_id"] == created["id"]
     ]
     assert events[-1].type == "ApiKeyRotated" and events[-1].payload["new_key_id"] == new["id"]
+    assert events[-1].payload["grace_seconds"] == 0
+    assert datetime.fromisoformat(new["replaced_expires_at"]) <= datetime.now(UTC)
+
+
+async def test_keys__rotate__old_secret_valid_for_the_default_grace_then_refused(platform: Platform) -> None:
+    created = (
+        await platform.request("POST", "/api/v1/keys", json={"principal": "svc-g", "role": "reader"})
+    ).json()
+    old = {"Authorization": f"Bearer {created['secret']}"}
+    before = datetime.now(UTC)
+
+    rotated = await platform.request("POST", f"/api/v1/keys/{created['id']}/rotate")
+
+    assert rotated.status_code == 201
+    new = rotated.json()
+    expires = datetime.fromisoformat(new["replaced_expires_at"])
+    assert (
+        before + timedelta(hours=24) - timedelta(seconds=5)
+        <= expires
+        <= datetime.now(UTC) + timedelta(hours=24)
+    )
+    platform.container.auth.forget_key(created["id"])  # no cached answer: Postgres decides
+    assert (await platform.client.get("/api/v1/flags", headers=old)).status_code == 200
+    listed = {k["id"]: k for k in (await platform.request("GET", "/api/v1/keys")).json()["items"]}
+    assert listed[created["id"]]["active"] is True and listed[created["id"]]["expires_at"] is not None
+    events = [
+        e for e in await platform.store.read_stream(API_KEYS_STREAM) if e.payload["key_id"] == created["id"]
+    ]
+    assert events[-1].type == "ApiKeyRotated" and events[-1].payload["grace_seconds"] == 24 * 3600
+    assert datetime.fromisoformat(str(events[-1].payload["old_key_expires_at"])) == expires
+
+    again = await platform.request("POST", f"/api/v1/keys/{created['id']}/rotate", json={"grace_seconds": 0})
+    assert again.status_code == 404  # already rotated: one successor per key
+
+    # the grace period ends (moved into the past rather than waited for)
+    await platform.container.pool.execute(
+        "UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", created["id"]
+    )
+    platform.container.auth.forget_key(created["id"])
+    assert (await platform.client.get("/api/v1/flags", headers=old)).status_code == 401
+    listed = {k["id"]: k for k in (await platform.request("GET", "/api/v1/keys")).json()["items"]}
+    assert listed[created["id"]]["active"] is False
+    new_auth = {"Authorization": f"Bearer {new['secret']}"}
+    assert (await platform.client.get("/api/v1/flags", headers=new_auth)).status_code == 200
+
+
+async def test_keys__rotate__grace_out_of_bounds__422(platform: Platform) -> None:
+    created = (
+        await platform.request("POST", "/api/v1/keys", json={"principal": "svc-b", "role": "reader"})
+    ).json()
+    for grace in (-1, 31 * 24 * 3600):
+        answer = await platform.request(
+            "POST", f"/api/v1/keys/{created['id']}/rotate", json={"grace_seconds": grace}
+        )
+        assert answer.status_code == 422, grace
 
 
 @pytest.mark.parametrize("role", ["writer", "reader", "ops", "alerts"])

@@ -69,7 +69,8 @@ class DeadLetterListOut(BaseModel):
 
 
 class PurgeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict like every public request model: "1" is not a number, 1 is not a string
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     reason: str = Field(min_length=1, max_length=1024, description="Why the event is dropped for good.")
 
@@ -82,7 +83,7 @@ class PurgeBody(BaseModel):
 
 
 class RedriveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # RedriveFilterBody inherits it
 
     reason: str | None = Field(default=None, max_length=1024)
 

@@ -83,3 +83,26 @@ async def test_evaluate__flags_not_a_list_of_strings__422(platform: Platform) ->
 
     assert response.status_code == 422, response.text
     assert response.json()["error"]["details"][0]["path"].startswith("flags")
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"stage": "relay", "limit": "1"}, "limit"),
+        ({"stage": "relay", "min_age_seconds": "60"}, "min_age_seconds"),
+        ({"stage": "relay", "limit": 1.0}, "limit"),
+        ({"flag": 7}, "flag"),
+        ({"stage": "relay", "reason": 5}, "reason"),
+    ],
+)
+async def test_dead_letter_redrive_filter__lax_types__422_with_field_path(
+    platform: Platform, body: dict[str, Any], path: str
+) -> None:
+    before = await _events(platform)
+
+    response = await platform.request("POST", "/api/v1/dead-letters/redrive", role="ops", json=body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert path in [d["path"] for d in response.json()["error"]["details"]], response.text
+    assert await _events(platform) == before

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from monitoring import metrics
+from runtime.settings import parse_rate
 
 __all__ = [
     "DEFAULT_RATE_LIMITS",
@@ -123,13 +124,9 @@ def _format_number(value: float) -> str:
 
 
 def parse_quota(text: str) -> Quota:
-    """``"100/60"`` → 100 requests per 60 s (a bare ``"100"`` is per second)."""
-    count, _, window = text.strip().partition("/")
-    quota = int(count)
-    seconds = float(window) if window else 1.0
-    if quota < 1 or seconds <= 0:
-        raise ValueError(f"rate limit {text!r}: expected <requests>/<seconds>, both positive")
-    return Quota(quota, seconds)
+    """``"100/60"`` → 100 requests per 60 s (a bare ``"100"`` is per second); the grammar the settings
+    check at start-up (:func:`runtime.settings.parse_rate`)."""
+    return Quota(*parse_rate(text))
 
 
 def classify_request(method: str, path: str, query: str) -> RateClass | None:

@@ -11,21 +11,31 @@ shape that is expected, one line per problem.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_PREFIX", "RATE_CLASSES", "Settings", "SettingsError", "load_settings", "parse_rate"]
 
 ENV_PREFIX = "FLAGSTREAM_"
 
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+RATE_CLASSES: Final = ("evaluation", "commands", "audit")
+_RATE = re.compile(r"([0-9]{1,9})(?:/([0-9]{1,9}(?:\.[0-9]{1,6})?))?")
+_SOURCE_FIELD = re.compile(r'field "(\w+)"')
+_JSON_EXAMPLES: Final = {
+    "rate_limits": '; expected e.g. {"*": {"evaluation": "20000/1"}, "anonymous": {"audit": "20/1"}}',
+    "log_personal_attributes": '; expected e.g. ["email", "phone"]',
+}
 
 
 class SettingsError(ValueError):
@@ -51,6 +61,16 @@ def _check_url(value: str, schemes: tuple[str, ...], example: str) -> str:
         raise ValueError(f"has no host; expected something like {example}")
     del port
     return value
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"100/60"`` → 100 requests per 60 s (a bare ``"100"`` is per second); ValueError otherwise."""
+    found = _RATE.fullmatch(text.strip())
+    count = int(found[1]) if found else 0
+    seconds = float(found[2]) if found and found[2] else 1.0
+    if count < 1 or not 0 < seconds < math.inf:
+        raise ValueError(f"rate limit {text!r}: expected <requests>/<seconds>, both positive, e.g. 100/1")
+    return count, seconds
 
 
 class Settings(BaseSettings):
@@ -192,6 +212,25 @@ class Settings(BaseSettings):
             raise ValueError("expected a non-empty key prefix without ':' or spaces, e.g. fs")
         return value
 
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        problems = []
+        for role, classes in value.items():
+            for rate_class, text in classes.items():
+                if rate_class not in RATE_CLASSES:
+                    problems.append(
+                        f"role {role!r} has unknown class {rate_class!r} (expected {', '.join(RATE_CLASSES)})"
+                    )
+                    continue
+                try:
+                    parse_rate(text)
+                except ValueError as e:
+                    problems.append(f"role {role!r}, class {rate_class!r}: {e}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
     @model_validator(mode="after")
     def _check_pool_bounds(self) -> Settings:
         if self.db_pool_min > self.db_pool_max:
@@ -242,3 +281,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as e:
         lines = [_describe(error) for error in e.errors(include_url=False)]
         raise SettingsError("invalid Flagstream settings:\n" + "\n".join(lines)) from e
+    except SourceError as e:  # a structured value (a dict or list) that is not JSON
+        found = _SOURCE_FIELD.search(str(e))
+        variable = _variable_for(found[1]) if found else "a FLAGSTREAM_ variable"
+        value = next((v for k, v in os.environ.items() if k.upper() == variable.upper()), "")
+        example = _JSON_EXAMPLES.get(found[1] if found else "", "")
+        raise SettingsError(
+            "invalid Flagstream settings:\n"
+            f"- {variable}={_mask(value)!r}: is not valid JSON ({e.__cause__}){example}"
+        ) from e

@@ -116,6 +116,12 @@ def _require_environment(environment: str | None) -> str:
 
 
 async def _read_context(request: Request) -> Mapping[str, Any]:
+    context = await _parse_context(request)
+    request.state.evaluation_context = context  # for the request log (personal attributes masked there)
+    return context
+
+
+async def _parse_context(request: Request) -> Mapping[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -142,7 +148,9 @@ def _failure_of(key: str, result: EvaluationResult) -> dict[str, Any]:
 
 
 def _success_of(key: str, result: EvaluationResult, flag: Flag | None, environment: str) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"version": result.version, "environment": environment}
+    # The flag's own metadata first; the evaluation's keys (version, environment, ruleId) win a clash.
+    metadata: dict[str, Any] = dict(flag.metadata) if flag is not None else {}
+    metadata.update(version=result.version, environment=environment)
     if result.rule_id is not None:
         metadata["ruleId"] = result.rule_id
     reason = _reason_of(result, flag, environment)

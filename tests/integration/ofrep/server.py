@@ -24,7 +24,10 @@ def _free_port() -> int:
 async def serve_http(app: Any, within: float = 10.0) -> AsyncIterator[str]:
     """The base URL of ``app`` served by uvicorn in this event loop (its lifespan already ran)."""
     port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    # log_config=None: uvicorn leaves the logging configuration (and the handlers other tests check) alone.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", log_config=None
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(within):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from core.model import ENVIRONMENT_PATTERN, Variation
+from core.model import ENVIRONMENT_PATTERN, FlagMetadata, Variation
 
 __all__ = [
     "CommandResponse",
@@ -38,6 +38,11 @@ class MetadataPatch(ReasonBody):
     owner: str | None = Field(default=None, max_length=256)
     temporary: bool | None = None
     variations: list[Variation] | None = None
+    metadata: FlagMetadata | None = Field(
+        default=None,
+        description="Replaces the flag's metadata (strings, numbers, booleans; at most 32 entries); "
+        "{} clears it.",
+    )
 
 
 class RollbackRequest(ReasonBody):

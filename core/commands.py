@@ -18,6 +18,7 @@ from core.model import (
     FLAG_KEY_PATTERN,
     EnvironmentConfig,
     Flag,
+    FlagMetadata,
     Rule,
     Segment,
     Target,
@@ -96,6 +97,7 @@ class UpdateFlagMetadata(FlagCommand):
     owner: str | None = None
     temporary: bool | None = None
     variations: tuple[Variation, ...] | None = None
+    metadata: FlagMetadata | None = None  # replaces the whole map; {} clears it
 
     def changed_fields(self) -> dict[str, Any]:
         """The metadata fields this command sets, with their new values (models, not JSON)."""

@@ -102,8 +102,9 @@ def decide(state: FlagState, command: FlagCommand, catalog: Catalog) -> list[Eve
         case RollBackEnvironment():
             return _roll_back(flag, state.version, command, catalog)
         case RecordRollbackSkipped():
-            skipped = RollbackSkippedPayload(environment=command.environment, why=command.why,
-                                             alert=command.alert)
+            skipped = RollbackSkippedPayload(
+                environment=command.environment, why=command.why, alert=command.alert
+            )
             return [to_draft(skipped, environment=command.environment)]
         case ArchiveFlag():
             return [to_draft(FlagArchivedPayload())]
@@ -115,8 +116,9 @@ def decide(state: FlagState, command: FlagCommand, catalog: Catalog) -> list[Eve
 def _decide_environment(flag: Flag, command: FlagCommand, catalog: Catalog) -> list[EventDraft]:
     match command:
         case SetEnvironmentConfig():
-            return _change_environment(flag, command.environment, command.config, catalog,
-                                       EnvironmentConfiguredPayload)
+            return _change_environment(
+                flag, command.environment, command.config, catalog, EnvironmentConfiguredPayload
+            )
         case EnableFlag():
             config = _environment(flag, command.environment).model_copy(update={"enabled": True})
             return _change_environment(flag, command.environment, config, catalog, FlagEnabledPayload)
@@ -165,8 +167,10 @@ def _refuse_if_in_use(key: str, catalog: Catalog) -> None:
     segments = sorted(k for k, used in catalog.segment_dependencies.items() if key in used and k != key)
     users = [f"flag {f!r}" for f in flags] + [f"segment {s!r}" for s in segments]
     if users:
-        raise SegmentInUse(f"segment {key!r} is used by {', '.join(users)}",
-                           details=[_at("segment_key", f"used by {u}") for u in users])
+        raise SegmentInUse(
+            f"segment {key!r} is used by {', '.join(users)}",
+            details=[_at("segment_key", f"used by {u}") for u in users],
+        )
 
 
 def _check_version(expected: int | None, current: int, stream: str) -> None:
@@ -186,11 +190,14 @@ def _create_flag(state: FlagState, command: CreateFlag, catalog: Catalog) -> lis
         raise FlagExists(f"flag {state.key!r} already exists")
     _check_version(command.expected_version, state.version, state.stream)
     if command.flag.key != command.flag_key:
-        raise InvalidCommand(f"flag_key {command.flag_key!r} differs from flag.key {command.flag.key!r}",
-                             details=[_at("flag.key", "must equal flag_key")])
+        raise InvalidCommand(
+            f"flag_key {command.flag_key!r} differs from flag.key {command.flag.key!r}",
+            details=[_at("flag.key", "must equal flag_key")],
+        )
     if command.flag.archived:
-        raise InvalidCommand("a flag cannot be created archived",
-                             details=[_at("flag.archived", "must be false")])
+        raise InvalidCommand(
+            "a flag cannot be created archived", details=[_at("flag.archived", "must be false")]
+        )
     ensure_valid(validate_flag(command.flag, catalog), "invalid flag")
     return [to_draft(FlagCreatedPayload(flag=command.flag))]
 
@@ -207,8 +214,10 @@ def _existing_flag(state: FlagState, command: FlagCommand) -> Flag:
 def _environment(flag: Flag, environment: str) -> EnvironmentConfig:
     config = flag.environments.get(environment)
     if config is None:
-        raise EnvironmentNotFound(f"flag {flag.key!r} has no environment {environment!r}",
-                                  details=[_at("environment", "not configured for this flag")])
+        raise EnvironmentNotFound(
+            f"flag {flag.key!r} has no environment {environment!r}",
+            details=[_at("environment", "not configured for this flag")],
+        )
     return config
 
 
@@ -249,8 +258,10 @@ def _set_rollout(flag: Flag, command: SetRollout, catalog: Catalog) -> list[Even
     else:
         index = next((i for i, r in enumerate(config.rules) if r.id == command.rule_id), None)
         if index is None:
-            raise InvalidCommand(f"environment {command.environment!r} has no rule {command.rule_id!r}",
-                                 details=[_at("rule_id", "no rule with this id")])
+            raise InvalidCommand(
+                f"environment {command.environment!r} has no rule {command.rule_id!r}",
+                details=[_at("rule_id", "no rule with this id")],
+            )
         old, path = config.rules[index].serve, f"rules[{index}].serve"
     try:
         serve = Serve(
@@ -266,32 +277,41 @@ def _set_rollout(flag: Flag, command: SetRollout, catalog: Catalog) -> list[Even
         rules = list(config.rules)
         rules[index] = rules[index].model_copy(update={"serve": serve})
         new_config = config.model_copy(update={"rules": tuple(rules)})
-    return _change_environment(flag, command.environment, new_config, catalog, RolloutChangedPayload,
-                               rule_id=command.rule_id)
+    return _change_environment(
+        flag, command.environment, new_config, catalog, RolloutChangedPayload, rule_id=command.rule_id
+    )
 
 
 def _roll_back(flag: Flag, version: int, command: RollBackEnvironment, catalog: Catalog) -> list[EventDraft]:
     if command.to_version >= version:
-        raise InvalidCommand(f"to_version {command.to_version} is not before the current version {version}",
-                             details=[_at("to_version", f"must be less than {version}")])
+        raise InvalidCommand(
+            f"to_version {command.to_version} is not before the current version {version}",
+            details=[_at("to_version", f"must be less than {version}")],
+        )
     target = command.restored_config
     if target is None:
         target = _environment(flag, command.environment).model_copy(update={"enabled": False})
     return _change_environment(
-        flag, command.environment, target, catalog if target.enabled else None,
-        FlagRolledBackPayload, to_version=command.to_version,
-        undone_versions=command.undone_versions, alert=command.alert,
+        flag,
+        command.environment,
+        target,
+        catalog if target.enabled else None,
+        FlagRolledBackPayload,
+        to_version=command.to_version,
+        undone_versions=command.undone_versions,
+        alert=command.alert,
     )
 
 
 def _update_metadata(flag: Flag, command: UpdateFlagMetadata, catalog: Catalog) -> list[EventDraft]:
-    before = flag.model_dump(mode="json", by_alias=True)
     wanted = {k: _to_json(v) for k, v in command.changed_fields().items()}
     try:
-        updated = Flag.model_validate({**before, **wanted})
+        updated = Flag.model_validate({**flag.model_dump(mode="json", by_alias=True), **wanted})
     except ValidationError as e:
         raise InvalidConfiguration("invalid flag metadata", details=issues_from_validation_error(e)) from e
-    after = updated.model_dump(mode="json", by_alias=True)
+    # Field by field, not from a dump: a dump leaves out empty ``metadata``.
+    before = {k: _to_json(getattr(flag, k)) for k in wanted}
+    after = {k: _to_json(getattr(updated, k)) for k in wanted}
     changed = {k: after[k] for k in sorted(wanted) if before[k] != after[k]}
     if not changed:
         return []
@@ -312,8 +332,9 @@ def _to_json(value: Any) -> Any:
 def _update_segment(segment: Segment, command: UpdateSegment, catalog: Catalog) -> list[EventDraft]:
     new = command.segment
     if new.key != command.segment_key:
-        raise InvalidCommand("a segment's key cannot change",
-                             details=[_at("segment.key", "must equal segment_key")])
+        raise InvalidCommand(
+            "a segment's key cannot change", details=[_at("segment.key", "must equal segment_key")]
+        )
     if new.archived:
         raise InvalidCommand("archive a segment with ArchiveSegment", details=[_SEGMENT_NOT_ARCHIVED])
     if new == segment:

@@ -116,7 +116,7 @@ class FlagCreatedPayload(Payload):
     flag: Flag
 
 
-METADATA_FIELDS = frozenset({"name", "description", "tags", "owner", "temporary", "variations"})
+METADATA_FIELDS = frozenset({"name", "description", "tags", "owner", "temporary", "variations", "metadata"})
 """The flag fields a ``FlagMetadataUpdated`` event may change (never key, kind, environments, archived)."""
 
 

@@ -8,6 +8,7 @@ cross-reference validation (unknown variation, unknown segment, prerequisite cyc
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -15,10 +16,15 @@ from typing import Annotated, Any
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     Tag,
     field_validator,
     model_validator,
@@ -35,6 +41,7 @@ __all__ = [
     "EnvironmentConfig",
     "Flag",
     "FlagKind",
+    "FlagMetadata",
     "NotOf",
     "Operator",
     "Prerequisite",
@@ -307,6 +314,34 @@ class EnvironmentConfig(_Frozen):
         return rules
 
 
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY_LENGTH = 128
+MAX_METADATA_TEXT_LENGTH = 1024
+
+MetadataKey = Annotated[str, Field(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
+
+
+def _check_metadata_value(value: Any) -> Any:
+    """One clear message (instead of one per member of the union) for what metadata cannot hold."""
+    if isinstance(value, str):
+        if len(value) > MAX_METADATA_TEXT_LENGTH:
+            raise ValueError(f"metadata texts are at most {MAX_METADATA_TEXT_LENGTH} characters")
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("metadata numbers must be finite")
+    if not isinstance(value, bool | int | float):
+        raise ValueError("metadata values are strings, numbers or booleans (no objects, arrays or null)")
+    return value
+
+
+MetadataValue = Annotated[
+    StrictStr | StrictBool | StrictInt | StrictFloat, BeforeValidator(_check_metadata_value)
+]
+FlagMetadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_ENTRIES)]
+"""A flag's free-form metadata, as OFREP and flagd carry it: string keys; strings, numbers and booleans
+only (no objects, arrays or null); at most 32 entries, keys up to 128 and texts up to 1,024 characters."""
+
+
 _DEFAULT_BOOLEAN_VARIATIONS = (Variation(key="on", value=True), Variation(key="off", value=False))
 
 
@@ -320,6 +355,8 @@ class Flag(_Frozen):
     owner: str | None = Field(default=None, max_length=256)
     temporary: bool = False
     archived: bool = False
+    # Left out of a dump while empty, so a flag without metadata keeps its JSON (and event hashes).
+    metadata: FlagMetadata = Field(default_factory=dict, exclude_if=lambda value: not value)
     environments: dict[EnvironmentName, EnvironmentConfig] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -374,7 +411,6 @@ class Segment(_Frozen):
     included: tuple[str, ...] = ()
     excluded: tuple[str, ...] = ()
     archived: bool = False
-
 
 
 AllOf.model_rebuild()

@@ -43,7 +43,8 @@ def _flag(flag: Flag, environment: str) -> dict[str, Any]:
     if not config.enabled:
         if config.off_variation is None:
             raise FlagdUnsupported(f"{path}.off_variation", "a disabled flag needs an off variation")
-        return {"state": "DISABLED", "variants": variants, "defaultVariant": config.off_variation}
+        disabled = {"state": "DISABLED", "variants": variants, "defaultVariant": config.off_variation}
+        return _with_metadata(disabled, flag)
     if default_variant is None:
         raise FlagdUnsupported(f"{path}.default", "flagd needs a default variant")
     branches = _branches(flag, environment, path)
@@ -57,7 +58,11 @@ def _flag(flag: Flag, environment: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"state": "ENABLED", "variants": variants, "defaultVariant": default_variant}
     if targeting:
         answer["targeting"] = targeting
-    return answer
+    return _with_metadata(answer, flag)
+
+
+def _with_metadata(answer: dict[str, Any], flag: Flag) -> dict[str, Any]:
+    return {**answer, "metadata": dict(flag.metadata)} if flag.metadata else answer
 
 
 def _branches(flag: Flag, environment: str, path: str) -> list[Any]:

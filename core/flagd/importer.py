@@ -4,7 +4,8 @@ A flag: ``state`` (``ENABLED``/``DISABLED``), ``variants``, ``defaultVariant``, 
 (``{}``/absent, a ``fractional``, or an ``if`` chain whose branches serve a variant name or a
 ``fractional`` and whose last ``else`` may be another ``if``, a variant, a ``fractional`` or ``null``).
 The kind is inferred from the variant values (all booleans, all strings, all numbers, else JSON).
-``metadata`` (flag or document level) is refused: Flagstream flags carry no free-form metadata.
+``metadata``: the document's metadata merged under each flag's (the flag's keys win, as flagd merges
+them), kept as the flag's metadata (strings, numbers, booleans; see :data:`core.model.FlagMetadata`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from core.flagd.conditions import FLAG_KEY, condition_from_logic
 from core.flagd.errors import FlagdUnsupported
-from core.model import EnvironmentConfig, Flag, FlagKind, Rule, Serve
+from core.model import EnvironmentConfig, Flag, FlagKind, FlagMetadata, Rule, Serve
 
 __all__ = ["import_flagd", "parse_flagd"]
 
+_METADATA: TypeAdapter[dict[str, Any]] = TypeAdapter(FlagMetadata)
 _KNOWN_FLAG_FIELDS = {"state", "variants", "defaultVariant", "targeting", "metadata"}
 
 
@@ -36,23 +38,36 @@ def parse_flagd(text: str | bytes) -> dict[str, Any]:
 
 def import_flagd(document: Mapping[str, Any], environment: str) -> list[Flag]:
     """Every flag of ``document`` as a Flagstream flag configured in ``environment`` only."""
-    if document.get("metadata"):
-        raise FlagdUnsupported("$.metadata", "document metadata has no Flagstream equivalent")
+    shared = _metadata(document.get("metadata"), "$.metadata")
     evaluators = document.get("$evaluators", {})
     if not isinstance(evaluators, dict):
         raise FlagdUnsupported("$['$evaluators']", "must be an object")
-    return [_flag(key, spec, environment, evaluators) for key, spec in document["flags"].items()]
+    return [_flag(key, spec, environment, evaluators, shared) for key, spec in document["flags"].items()]
 
 
-def _flag(key: str, spec: Any, environment: str, evaluators: Mapping[str, Any]) -> Flag:
+def _metadata(metadata: Any, path: str) -> dict[str, Any]:
+    """``metadata`` checked as Flagstream flag metadata, or refused at the path of the offending entry."""
+    if metadata is None:
+        return {}
+    try:
+        return dict(_METADATA.validate_python(metadata))
+    except ValidationError as e:
+        error = e.errors()[0]
+        where = [str(part) for part in error["loc"] if part != "[key]"]
+        here = path + "".join(f"['{part}']" for part in where)
+        raise FlagdUnsupported(here, f"not valid flag metadata: {error['msg']}") from e
+
+
+def _flag(
+    key: str, spec: Any, environment: str, evaluators: Mapping[str, Any], shared: Mapping[str, Any]
+) -> Flag:
     path = f"$.flags.{key}" if key.replace("-", "_").isidentifier() else f"$.flags['{key}']"
     if not isinstance(spec, dict):
         raise FlagdUnsupported(path, "a flag definition is an object")
     unknown = sorted(set(spec) - _KNOWN_FLAG_FIELDS)
     if unknown:
         raise FlagdUnsupported(f"{path}.{unknown[0]}", "unknown flag field")
-    if spec.get("metadata"):
-        raise FlagdUnsupported(f"{path}.metadata", "flag metadata has no Flagstream equivalent yet")
+    metadata = {**shared, **_metadata(spec.get("metadata"), f"{path}.metadata")}
     variants = spec.get("variants")
     if not isinstance(variants, dict) or not variants:
         raise FlagdUnsupported(f"{path}.variants", "a flag needs at least one variant")
@@ -78,6 +93,7 @@ def _flag(key: str, spec: Any, environment: str, evaluators: Mapping[str, Any]) 
                 "kind": _kind_of(list(variants.values())),
                 "variations": [{"key": name, "value": value} for name, value in variants.items()],
                 "environments": {environment: EnvironmentConfig.model_validate(config)},
+                "metadata": metadata,
             }
         )
     except ValidationError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from core.commands import Command, CreateFlag, SetEnvironmentConfig, UpdateFlagMetadata
 from core.flagd.errors import FlagdUnsupported
@@ -57,11 +58,14 @@ def plan_import(
         if current.archived:
             raise FlagdUnsupported(path, "flag is archived; restore it before importing")
         commands: list[Command] = []
+        changes: dict[str, Any] = {}
         if current.variations != flag.variations:
+            changes["variations"] = flag.variations
+        if flag.metadata and current.metadata != flag.metadata:  # a file without metadata keeps the flag's
+            changes["metadata"] = flag.metadata
+        if changes:
             commands.append(
-                UpdateFlagMetadata(
-                    flag_key=flag.key, variations=flag.variations, reason=reason, expected_version=version
-                )
+                UpdateFlagMetadata(flag_key=flag.key, reason=reason, expected_version=version, **changes)
             )
         if current.environments.get(environment) != config:
             commands.append(

@@ -117,6 +117,7 @@ async def _disable(platform: Platform, key: str) -> None:
 
 async def test_provider__loads_evaluates_and_follows_changes(platform: Platform) -> None:
     key = await _flag(platform)
+    assert platform.settings.redis_url is not None
     provider = FlagstreamProvider(
         platform.settings.redis_url, ENV, namespace=platform.settings.redis_namespace, poll_interval=0.2
     )
@@ -199,3 +200,20 @@ async def test_provider__redis_unreachable_at_start__provider_error() -> None:
 
         assert client.get_provider_status() is ProviderStatus.ERROR
         assert (details.value, details.reason) == (True, Reason.ERROR)
+
+
+async def test_provider__flag_metadata__in_flag_metadata_beside_the_version(platform: Platform) -> None:
+    key = "p-" + uuid.uuid4().hex[:10]
+    metadata = {"team": "checkout", "ticket": 7, "beta": True}
+    created = await platform.request("POST", "/api/v1/flags", json={"key": key, "metadata": metadata})
+    put = await platform.request("PUT", f"/api/v1/flags/{key}/environments/{ENV}?wait=projected", json=CONFIG)
+    assert created.status_code == 201 and put.json()["projected"] is True, put.text
+    assert platform.settings.redis_url is not None
+    provider = FlagstreamProvider(
+        platform.settings.redis_url, ENV, namespace=platform.settings.redis_namespace, poll_interval=0.2
+    )
+    async with _domain(provider) as (client, _events):
+        details = client.get_boolean_details(key, False, EvaluationContext("vip"))
+
+    assert details.error_code is None, details.error_message
+    assert details.flag_metadata == {**metadata, "version": 2}

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from core.evaluation import EvaluationResult
 from core.evaluation import Reason as CoreReason
 from core.evaluation.result import ErrorCode
-from core.model import EnvironmentConfig
+from core.model import EnvironmentConfig, Flag
 from flagstream_openfeature.follower import SnapshotFollower
 from projections.keys import DEFAULT_NAMESPACE
 
@@ -153,7 +153,7 @@ class FlagstreamProvider(AbstractProvider):
         else:
             flag = snapshot.source_of(flag_key)
             config = flag.environments.get(snapshot.environment) if flag is not None else None
-            cached = self._remember(result, (reason_of(result, config), _metadata_of(result)))
+            cached = self._remember(result, (reason_of(result, config), _metadata_of(result, flag)))
         return FlagResolutionDetails(value, None, None, cached[0], result.variation, dict(cached[1]))
 
     def _remember(self, result: EvaluationResult, answer: _Answer) -> _Answer:
@@ -180,8 +180,10 @@ def _is_static(config: EnvironmentConfig) -> bool:
     )
 
 
-def _metadata_of(result: EvaluationResult) -> dict[str, int | float | str | bool]:
-    metadata: dict[str, int | float | str | bool] = {"version": result.version}
+def _metadata_of(result: EvaluationResult, flag: Flag | None) -> dict[str, int | float | str | bool]:
+    """The flag's own metadata, then the evaluation's keys (which win a clash), as the OFREP answers."""
+    metadata: dict[str, int | float | str | bool] = dict(flag.metadata) if flag is not None else {}
+    metadata["version"] = result.version
     if result.rule_id is not None:
         metadata["ruleId"] = result.rule_id
     if result.reason is CoreReason.PREREQUISITE_FAILED:

@@ -198,11 +198,34 @@ def test_unsupported__refused_with_json_path(targeting: Any, path: str) -> None:
     assert refused.value.details == [{"path": path, "message": refused.value.details[0]["message"]}]
 
 
-def test_metadata__refused_not_dropped() -> None:
-    document = {"flags": {"f": {"variants": {"a": 1}, "defaultVariant": "a", "metadata": {"team": "x"}}}}
+def test_metadata__flag_metadata_kept__document_metadata_merged_under_it() -> None:
+    # flagd merges the flag set's metadata into each flag's; a key in both takes the flag's value.
+    document = {
+        "metadata": {"flagSetId": "shop", "version": "v1"},
+        "flags": {
+            "f": {"variants": {"a": 1}, "defaultVariant": "a", "metadata": {"team": "x", "version": 2}},
+            "g": {"variants": {"a": 1}, "defaultVariant": "a"},
+        },
+    }
 
-    with pytest.raises(FlagdUnsupported, match=r"\$\.flags\.f\.metadata"):
+    f, g = import_flagd(document, ENV)
+
+    assert f.metadata == {"flagSetId": "shop", "version": 2, "team": "x"}
+    assert g.metadata == {"flagSetId": "shop", "version": "v1"}
+
+
+def test_metadata__too_many_after_the_merge__refused_at_the_flag() -> None:
+    document = {
+        "metadata": {f"d{i}": i for i in range(20)},
+        "flags": {
+            "f": {"variants": {"a": 1}, "defaultVariant": "a", "metadata": {f"f{i}": i for i in range(20)}}
+        },
+    }
+
+    with pytest.raises(FlagdUnsupported) as refused:
         import_flagd(document, ENV)
+
+    assert refused.value.path == "$.flags.f"
 
 
 @pytest.mark.parametrize("text", ["{", "[]", '{"flags": []}'])

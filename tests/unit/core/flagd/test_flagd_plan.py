@@ -84,7 +84,12 @@ def test_plan__other_kind_or_archived__refused(current: Flag, message: str) -> N
         ({"flags": {"f": {"variants": BOOL, "defaultVariant": "maybe"}}}, "$.flags.f.defaultVariant"),
         ({"flags": {"f": {"variants": BOOL, "defaultVariant": "off", "state": "ON"}}}, "$.flags.f.state"),
         ({"flags": {"Bad Key": {"variants": BOOL, "defaultVariant": "off"}}}, "$.flags['Bad Key']"),
-        ({"flags": {}, "metadata": {"a": 1}}, "$.metadata"),
+        ({"flags": {}, "metadata": {"a": [1]}}, "$.metadata['a']"),
+        ({"flags": {}, "metadata": ["a"]}, "$.metadata"),
+        (
+            {"flags": {"f": {"variants": BOOL, "defaultVariant": "off", "metadata": {"a": None}}}},
+            "$.flags.f.metadata['a']",
+        ),
         ({"flags": {}, "$evaluators": []}, "$['$evaluators']"),
     ],
 )
@@ -137,7 +142,8 @@ def test_import__fractional_buckets__salt_and_attribute_kept() -> None:
 
     serve = salted.environments[ENV].default
     assert serve is not None and (serve.bucket_by, serve.salt) == ("org", "s")
-    assert plain.environments[ENV].default is not None and plain.environments[ENV].default.salt == ""
+    plain_serve = plain.environments[ENV].default
+    assert plain_serve is not None and plain_serve.salt == ""
     assert export_flagd([plain], ENV)["flags"]["f"]["targeting"]["fractional"][0] == {"var": "org"}
 
 

@@ -474,3 +474,49 @@ async def test_every_console_route_x_every_role__allowed_or_403(platform: Platfo
         finally:
             await client.aclose()
     assert wrong == []
+
+
+async def test_keys__created_secret_shown_once__reload_neither_resubmits_nor_shows_it(
+    writer: Page, platform: Platform
+) -> None:
+    principal = _key("prg")
+    await writer.goto("/ui/keys")
+    await writer.get_by_label("Principal (who the key acts as)").fill(principal)
+    await writer.get_by_label("Role", exact=True).select_option("reader")
+    await writer.get_by_role("button", name="Create key").click()
+
+    await expect(writer).to_have_url(re.compile(r"/ui/keys$"))
+    secret = await writer.get_by_label("Secret").input_value()
+    answer = await platform.client.get("/api/v1/flags", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+
+    await writer.reload()
+
+    await expect(writer.locator("h1")).to_have_text("API keys")
+    await expect(writer.get_by_label("Secret")).to_have_count(0)
+    assert secret not in await writer.content()
+    listed = (await platform.request("GET", "/api/v1/keys")).json()["items"]
+    assert [k["principal"] for k in listed].count(principal) == 1
+
+
+async def test_keys__rotated_in_console__new_secret_once_old_valid_until_shown(
+    writer: Page, platform: Platform
+) -> None:
+    created = (
+        await platform.request("POST", "/api/v1/keys", json={"principal": _key("rot"), "role": "reader"})
+    ).json()
+    await writer.goto("/ui/keys")
+    await writer.get_by_role(
+        "button", name=f"Rotate the key of {created['principal']} ({created['id']})"
+    ).click()
+
+    await expect(writer).to_have_url(re.compile(r"/ui/keys$"))
+    await expect(writer.locator("#replaced-note")).to_contain_text(created["id"])
+    secret = await writer.get_by_label("Secret").input_value()
+    for key in (secret, created["secret"]):  # the new one, and the old one in its grace period
+        answer = await platform.client.get("/api/v1/flags", headers={"Authorization": f"Bearer {key}"})
+        assert answer.status_code == 200
+    await writer.reload()
+    await expect(writer.get_by_label("Secret")).to_have_count(0)
+    listed = (await platform.request("GET", "/api/v1/keys")).json()["items"]
+    assert [k["principal"] for k in listed].count(created["principal"]) == 2

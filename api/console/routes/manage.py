@@ -9,13 +9,14 @@ from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.console.deps import ChangeFlags, ChangeKeys, ViewFlags, ViewKeys, render
+from api.console.deps import ChangeFlags, ChangeKeys, ViewFlags, ViewKeys, render, sessions_of
 from api.console.session import Session
 from api.deps import Services
 from api.routes._manage import command_meta, key_service, segment_service
 from core.errors import DomainError
 from core.model import FLAG_KEY_PATTERN, Segment
 from core.validation import issues_from_validation_error
+from events.commands.keys import CreatedKey
 from events.store.keys import Role
 
 __all__ = ["router"]
@@ -131,12 +132,13 @@ async def _store_segment(
 
 @router.get("/keys", response_class=HTMLResponse)
 async def keys(request: Request, services: Services, session: ViewKeys) -> HTMLResponse:
+    created = await sessions_of(request).take_flash(session, _NEW_KEY)  # shown once: a reload has none
     return render(
         request,
         "keys.html",
         session,
         keys=await key_service(services).list(),
-        created=None,
+        created=created,
         roles=[r.value for r in Role],
     )
 
@@ -149,20 +151,12 @@ async def create_key(
     principal: Annotated[str, Form(min_length=1, max_length=256, pattern=r"\S")],
     role: Annotated[Role, Form()],
     reason: Annotated[str, Form(max_length=1000)] = "",
-) -> HTMLResponse:
-    service = key_service(services)
-    created = await service.create(
+) -> RedirectResponse:
+    created = await key_service(services).create(
         principal.strip(), role, actor=session.principal.name, reason=reason or None
     )
-    return render(
-        request,
-        "keys.html",
-        session,
-        status_code=201,
-        keys=await service.list(),
-        created=created,
-        roles=[r.value for r in Role],
-    )
+    await sessions_of(request).put_flash(session, _NEW_KEY, _shown_once(created))
+    return RedirectResponse("/ui/keys", status_code=303)
 
 
 @router.post("/keys/{key_id}/revoke", response_class=HTMLResponse)
@@ -180,14 +174,24 @@ async def rotate_key(
     session: ChangeKeys,
     key_id: KeyId,
     reason: Annotated[str, Form(max_length=1000)] = "",
-) -> HTMLResponse:
-    service = key_service(services)
-    created = await service.rotate(key_id, actor=session.principal.name, reason=reason or None)
-    return render(
-        request,
-        "keys.html",
-        session,
-        keys=await service.list(),
-        created=created,
-        roles=[r.value for r in Role],
-    )
+) -> RedirectResponse:
+    created = await key_service(services).rotate(key_id, actor=session.principal.name, reason=reason or None)
+    await sessions_of(request).put_flash(session, _NEW_KEY, _shown_once(created))
+    return RedirectResponse("/ui/keys", status_code=303)
+
+
+_NEW_KEY = "new-key"
+
+
+def _shown_once(created: CreatedKey) -> dict[str, Any]:
+    """What the keys page shows of a new key once (from the session, after the redirect)."""
+    replaced = created.replaced
+    until = None if replaced is None else (replaced.revoked_at or replaced.expires_at)
+    return {
+        "id": created.key.id,
+        "principal": created.key.principal,
+        "role": created.key.role.value,
+        "secret": created.secret,
+        "replaces": None if replaced is None else replaced.id,
+        "replaced_expires_at": None if until is None else until.strftime("%Y-%m-%d %H:%M UTC"),
+    }

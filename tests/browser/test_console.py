@@ -476,6 +476,60 @@ async def test_every_console_route_x_every_role__allowed_or_403(platform: Platfo
     assert wrong == []
 
 
+async def _two_rules(page: Page, key: str) -> None:
+    """A flag whose builder has rule-1 (country = US) then rule-2 (country = FR), both serving 'on'."""
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_label("Targeting on").check()
+    for country in ("US", "FR"):
+        await page.get_by_role("button", name="Add rule").click()
+        rule = page.locator("li.rule").last
+        await rule.get_by_label("Attribute", exact=True).fill("country")
+        await rule.get_by_label("Values (comma-separated)", exact=True).fill(country)
+    await page.get_by_role("button", name="Add a default").click()
+    await page.locator('[data-path="default.variation"]').select_option("off")
+
+
+async def _save_and_read_rule_ids(page: Page, platform: Platform, key: str) -> list[str]:
+    await page.get_by_label("Reason for this change").fill("reorder")
+    await page.get_by_role("button", name=f"Save {ENV}").click()
+    await expect(page.locator("#status")).to_contain_text("Saved: version")
+    stored = (await platform.request("GET", f"/api/v1/flags/{key}")).json()
+    return [r["id"] for r in stored["flag"]["environments"][ENV]["rules"]]
+
+
+async def test_rules__second_dragged_above_first__saved_in_the_new_order(
+    writer: Page, platform: Platform
+) -> None:
+    page, key = writer, _key("drag")
+    await _two_rules(page, key)
+    size = page.viewport_size
+    await page.set_viewport_size({"width": 1280, "height": 1600})  # both rules on screen: no scroll mid-drag
+    try:
+        await page.locator("li.rule").nth(1).locator(".handle").drag_to(page.locator("li.rule").nth(0))
+    finally:
+        if size is not None:
+            await page.set_viewport_size(size)
+
+    await expect(page.locator('[data-path="rules[0].id"]')).to_have_value("rule-2")
+    await expect(page.locator('[data-path="rules[1].id"]')).to_have_value("rule-1")
+    await expect(page.locator("li.rule").nth(0).get_by_label("Values (comma-separated)")).to_have_value("FR")
+    # only the handle drags: text in a rule's inputs can still be selected with the mouse
+    await expect(page.locator("li.rule").first).not_to_have_attribute("draggable", "true")
+    assert await _save_and_read_rule_ids(page, platform, key) == ["rule-2", "rule-1"]
+
+
+async def test_rules__moved_by_keyboard__saved_in_the_new_order(writer: Page, platform: Platform) -> None:
+    page, key = writer, _key("kbd")
+    await _two_rules(page, key)
+
+    await page.get_by_role("button", name="Move rule rule-2 up").focus()
+    await page.keyboard.press("Enter")
+
+    await expect(page.get_by_role("button", name="Move rule rule-2 down")).to_be_focused()
+    assert await _save_and_read_rule_ids(page, platform, key) == ["rule-2", "rule-1"]
+
+
 async def test_keys__created_secret_shown_once__reload_neither_resubmits_nor_shows_it(
     writer: Page, platform: Platform
 ) -> None:

@@ -267,7 +267,7 @@
       li.addEventListener("dragend", function () { li.classList.remove("dragging"); });
       li.addEventListener("dragover", function (e) { e.preventDefault(); });
       li.addEventListener("drop", function (e) { e.preventDefault(); if (dragFrom !== null && dragFrom !== i) { moveRule(dragFrom, i, null); rerender(); } dragFrom = null; });
-      li.setAttribute("draggable", "true");
+      // only the handle starts a drag: a draggable <li> would turn selecting text in its inputs into a drag
     }
     return li;
   }

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
 from events.deadletters.models import NewDeadLetter
 from events.deadletters.store import DeadLetterStore
@@ -528,6 +528,56 @@ async def test_rules__moved_by_keyboard__saved_in_the_new_order(writer: Page, pl
 
     await expect(page.get_by_role("button", name="Move rule rule-2 down")).to_be_focused()
     assert await _save_and_read_rule_ids(page, platform, key) == ["rule-2", "rule-1"]
+
+
+async def _preview_with_file(page: Page, key: str, name: str, mime: str, content: str, count: int) -> Any:
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_label("Targeting on").check()
+    await page.get_by_role("button", name="Add rule").click()
+    rule = page.locator("li.rule").first
+    await rule.get_by_label("Attribute", exact=True).fill("country")
+    await rule.get_by_label("Values (comma-separated)", exact=True).fill("US")
+    await page.get_by_role("button", name="Add a default").click()
+    await page.locator('[data-path="default.variation"]').select_option("off")
+    await page.get_by_label("Or upload a file (JSON or CSV)").set_input_files(
+        files=[FilePayload(name=name, mimeType=mime, buffer=content.encode("utf-8"))]
+    )
+    return await _preview_rows(page, count)
+
+
+async def test_preview__users_uploaded_as_csv__each_users_result(writer: Page) -> None:
+    csv = (
+        "\ufefftargetingKey,country,city,age\r\n"  # a byte-order mark and CRLF, as spreadsheets write
+        "u-1,US,Boston,30\r\n"
+        'u-2,FR,"Paris, France",41\r\n'  # a quoted cell with a comma
+        '"u-3",US,"Says ""hi""",\r\n'
+    )
+
+    shown = await _preview_with_file(writer, _key("csv"), "users.csv", "text/csv", csv, 3)
+
+    assert shown == {"u-1": ("on", "rule-1"), "u-2": ("off", "—"), "u-3": ("on", "rule-1")}
+
+
+async def test_preview__users_uploaded_as_json__each_users_result(writer: Page) -> None:
+    users = [{"targetingKey": f"j-{i}", "country": ["US", "DE"][i % 2]} for i in range(6)]
+
+    shown = await _preview_with_file(
+        writer, _key("json"), "users.json", "application/json", json.dumps(users, indent=2), 6
+    )
+
+    assert shown == {f"j-{i}": (("on", "rule-1") if i % 2 == 0 else ("off", "—")) for i in range(6)}
+
+
+async def test_preview__unreadable_file__error_shown_at_the_users(writer: Page) -> None:
+    page, key = writer, _key("badfile")
+    await _create_flag(page, key)
+    await page.goto(f"/ui/flags/{key}/env/{ENV}")
+    await page.get_by_label("Or upload a file (JSON or CSV)").set_input_files(
+        files=[FilePayload(name="users.json", mimeType="application/json", buffer=b"[1, 2]")]
+    )
+    await expect(page.locator("#users-error")).to_contain_text("Cannot read the users")
+    await expect(page.get_by_label("Test users")).to_have_attribute("aria-invalid", "true")
 
 
 async def test_keys__created_secret_shown_once__reload_neither_resubmits_nor_shows_it(

@@ -362,17 +362,39 @@
       if (!v.every(function (x) { return x && typeof x === "object" && !Array.isArray(x); })) throw new Error("each user must be a JSON object");
       return v;
     }
-    var lines = text.split(/\r?\n/).filter(function (l) { return l.trim(); });
-    var head = lines.shift().split(",").map(function (s) { return s.trim(); });
-    return lines.map(function (l) {
-      var cells = l.split(","), o = {};
+    var rows = parseCsv(text);
+    var head = rows.shift().map(function (s) { return s.trim(); });
+    return rows.map(function (cells) {
+      var o = {};
       head.forEach(function (k, i) {
-        var c = (cells[i] || "").trim();
-        o[k] = c === "true" ? true : c === "false" ? false : c !== "" && !isNaN(Number(c)) && k !== "targetingKey" && k !== "key" ? Number(c) : c;
+        var c = cells[i] === undefined ? "" : cells[i], quoted = c instanceof String; c = String(c);
+        if (!quoted) c = c.trim();
+        o[k] = quoted ? c : c === "true" ? true : c === "false" ? false : c !== "" && !isNaN(Number(c)) && k !== "targetingKey" && k !== "key" ? Number(c) : c;
       });
       if (o.targetingKey === undefined && o.key !== undefined) o.targetingKey = String(o.key);
       return o;
     });
+  }
+  // CSV rows (RFC 4180): cells may be "quoted", with commas, line breaks and "" inside; a quoted cell
+  // comes back as a String object so that it stays text ("007" is not the number 7). Blank lines skipped.
+  function parseCsv(text) {
+    var rows = [], row = [], cell = "", quoted = false, wasQuoted = false, i = 0, n = text.length;
+    function endCell() { row.push(wasQuoted ? new String(cell) : cell); cell = ""; wasQuoted = false; }
+    function endRow() { endCell(); if (row.length > 1 || String(row[0]).trim() !== "" || row[0] instanceof String) rows.push(row); row = []; }
+    for (; i < n; i++) {
+      var ch = text[i];
+      if (quoted) {
+        if (ch === '"') { if (text[i + 1] === '"') { cell += '"'; i++; } else quoted = false; }
+        else cell += ch;
+      } else if (ch === '"' && cell.trim() === "") { quoted = true; wasQuoted = true; cell = ""; }
+      else if (ch === ",") endCell();
+      else if (ch === "\n" || ch === "\r") { if (ch === "\r" && text[i + 1] === "\n") i++; endRow(); }
+      else cell += ch;
+    }
+    if (quoted) throw new Error("a quoted CSV cell is not closed");
+    if (cell !== "" || row.length) endRow();
+    if (!rows.length) throw new Error("the CSV has no header row");
+    return rows;
   }
   var usersBox = document.getElementById("users"), usersErr = document.getElementById("users-error");
   function readUsers() {

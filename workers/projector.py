@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -27,15 +25,14 @@ from redis.backoff import ExponentialBackoff
 from events.deadletters import DeadLetterStore
 from events.kafka.adapter import ensure_topics, flag_events_spec
 from events.store.db import apply_migrations, create_pool
-from monitoring import metrics
-from monitoring.logging import configure_logging
 from projections.connection import require_text_client
 from projections.deadletters import ProjectorDeadLetters
 from projections.errors import PoisonEvent
 from projections.keys import Keyspace
 from projections.projector import Projector
 from projections.resilience import ResilientReadModel, make_projector_breaker
-from runtime.settings import Settings, SettingsError, load_settings
+from runtime.settings import Settings, SettingsError
+from workers._runner import run_bounded, run_worker
 
 __all__ = ["main", "make_projector_redis", "run_projector"]
 
@@ -43,6 +40,7 @@ log = structlog.get_logger("workers.projector")
 
 _HEALTH_CHECK_SECONDS = 15
 _REDIS_RETRIES = 2
+EXIT_POISON = 3
 
 
 def make_projector_redis(url: str, settings: Settings) -> Redis:
@@ -95,60 +93,29 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         await projector.start()
         log.info("projector.started", topic=settings.flag_events_topic, group=settings.projector_group)
         try:
-            await _run_bounded(projector, stop, settings.shutdown_grace_seconds)
+            await run_bounded(projector.run, stop, settings.shutdown_grace_seconds, role="projector")
         finally:
             await projector.stop()
             await client.aclose()
             log.info("projector.stopped", applied=projector.applied)
 
 
-async def _run_bounded(projector: Projector, stop: asyncio.Event, grace: float) -> None:
-    """Run until ``stop``; then give the batch in hand ``grace`` seconds to finish."""
-    task = asyncio.create_task(projector.run(stop))
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            done, _ = await asyncio.wait([task], timeout=grace)
-            if not done:
-                log.warning("projector.grace_expired", grace_s=grace)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                return
-        task.result()
-    finally:
-        stopping.cancel()
-
-
-async def _main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as e:
-        print(e, file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, json=settings.log_json)
-    server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port > 0 else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await run_projector(settings, stop)
-    except SettingsError as e:
-        print(e, file=sys.stderr)
-        return 2
-    except PoisonEvent as e:
-        log.error("projector.poison_stop", kind=e.kind, topic=e.topic, partition=e.partition, offset=e.offset)
-        return 3
-    finally:
-        if server is not None:
-            server.stop()
-    return 0
+def _poison_exit(error: Exception) -> int | None:
+    """Without a dead-letter queue a poison event stops the projector: exit 3."""
+    if not isinstance(error, PoisonEvent):
+        return None
+    log.error(
+        "projector.poison_stop",
+        kind=error.kind,
+        topic=error.topic,
+        partition=error.partition,
+        offset=error.offset,
+    )
+    return EXIT_POISON
 
 
 def main() -> None:
-    sys.exit(asyncio.run(_main()))
+    run_worker("projector", run_projector, on_error=_poison_exit)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
 import structlog
@@ -39,8 +36,8 @@ from events.rollback.worker import FlagResult, RollbackPolicy, RollbackWorker
 from events.store.db import apply_migrations, create_pool
 from events.store.postgres import PostgresEventStore
 from monitoring import metrics
-from monitoring.logging import configure_logging
-from runtime.settings import Settings, SettingsError, load_settings
+from runtime.settings import Settings, SettingsError
+from workers._runner import run_bounded, run_worker
 
 __all__ = ["AlertConsumer", "main", "run_rollback_worker"]
 
@@ -146,12 +143,21 @@ class AlertConsumer:
                 results = await self._worker.handle(event)
             except Exception as e:
                 if is_retriable(e) and attempt < self._retries:
-                    log.warning("rollback.retrying", alert_event=str(event.event_id), attempt=attempt,
-                                error_class=type(e).__name__)
+                    log.warning(
+                        "rollback.retrying",
+                        alert_event=str(event.event_id),
+                        attempt=attempt,
+                        error_class=type(e).__name__,
+                    )
                     await asyncio.sleep(self._retry_base * 2**attempt)  # back-off; every step is idempotent
                     continue
-                log.error("rollback.failed", alert_event=str(event.event_id), error_class=type(e).__name__,
-                          error=str(e)[:200], attempts=attempt)
+                log.error(
+                    "rollback.failed",
+                    alert_event=str(event.event_id),
+                    error_class=type(e).__name__,
+                    error=str(e)[:200],
+                    attempts=attempt,
+                )
                 metrics.observe_rollback("failed")
                 if self._letters is not None:
                     await self._letters.park_alert(event, e, attempts=attempt, kafka=kafka)
@@ -207,8 +213,9 @@ async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
         raise SettingsError("the rollback worker needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     await apply_migrations(database_url)
     await ensure_topics(bootstrap, [metric_alerts_spec(settings.metric_alerts_topic)])
-    pool = await create_pool(database_url, min_size=1, max_size=4,
-                             command_timeout=settings.db_command_timeout_seconds)
+    pool = await create_pool(
+        database_url, min_size=1, max_size=4, command_timeout=settings.db_command_timeout_seconds
+    )
     store = PostgresEventStore(pool)
     worker = RollbackWorker(
         store,
@@ -217,49 +224,24 @@ async def run_rollback_worker(settings: Settings, stop: asyncio.Event) -> None:
         RollbackPolicy.from_settings(settings),
         clock=_utc_now,
     )
-    consumer = make_consumer(bootstrap, settings.metric_alerts_topic, group_id=settings.rollback_group,
-                             client_id=f"{settings.kafka_client_id}-rollback", fetch_max_wait_ms=50)
-    await consumer.start()
+    consumer = make_consumer(
+        bootstrap,
+        settings.metric_alerts_topic,
+        group_id=settings.rollback_group,
+        client_id=f"{settings.kafka_client_id}-rollback",
+        fetch_max_wait_ms=50,
+    )
     try:
-        await AlertConsumer(worker, consumer, letters=RollbackLetters(DeadLetterStore(pool))).run(stop)
+        await consumer.start()  # inside the try: a start that fails or is cancelled still closes it
+        alerts = AlertConsumer(worker, consumer, letters=RollbackLetters(DeadLetterStore(pool)))
+        await run_bounded(alerts.run, stop, settings.shutdown_grace_seconds, role="rollback")
     finally:
         await consumer.stop()
         await pool.close()
 
 
-def _version() -> str:
-    try:
-        return version("flagstream")
-    except PackageNotFoundError:
-        return "dev"
-
-
-async def _main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as e:
-        print(e, file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, json=settings.log_json)
-    metrics.set_build_info(_version(), "rollback")
-    server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port > 0 else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await run_rollback_worker(settings, stop)
-    except SettingsError as e:
-        print(e, file=sys.stderr)
-        return 2
-    finally:
-        if server is not None:
-            server.stop()
-    return 0
-
-
 def main() -> None:
-    sys.exit(asyncio.run(_main()))
+    run_worker("rollback", run_rollback_worker)
 
 
 if __name__ == "__main__":

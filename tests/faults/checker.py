@@ -86,10 +86,10 @@ async def read_kafka(bootstrap: str, topic: str, expected: int, within: float) -
         auto_offset_reset="earliest",
         group_id=None,
     )
-    await consumer.start()
     records: list[KafkaRecord] = []
     seen: set[tuple[str, int]] = set()
     try:
+        await consumer.start()
         deadline = time.monotonic() + within
         while len(seen) < expected and time.monotonic() < deadline:
             for tp, batch in (await consumer.getmany(timeout_ms=200)).items():

@@ -28,9 +28,9 @@ async def publish_retry_duplicates(bootstrap: str, topic: str, *, within: float 
         group_id=None,
         fetch_max_wait_ms=25,
     )
-    await consumer.start()
     copies: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int]] = []
     try:
+        await consumer.start()
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             fetched = await consumer.getmany(timeout_ms=300)
@@ -41,9 +41,9 @@ async def publish_retry_duplicates(bootstrap: str, topic: str, *, within: float 
     finally:
         await consumer.stop()
     producer = make_producer(bootstrap, client_id="fault-retry-duplicates")
-    await producer.start()
     ends: dict[int, int] = {}
     try:
+        await producer.start()
         for key, value, headers, partition in copies:
             meta = await producer.send_and_wait(topic, value, key=key, headers=headers, partition=partition)
             ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)

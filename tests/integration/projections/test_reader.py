@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from redis.asyncio import Redis
@@ -147,6 +148,7 @@ class _RedisServer:
         self.port = _free_port()
         self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
 
     @property
     def url(self) -> str:
@@ -156,10 +158,10 @@ class _RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
-        log = (self.folder / "redis.log").open("ab")
+        self._log = (self.folder / "redis.log").open("ab")  # closed by stop(): the server writes to it
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=log,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.folder,
         )
@@ -178,14 +180,19 @@ class _RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[_RedisServer]:
     server = _RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 async def test_reader__redis_down__serves_snapshot_reports_staleness_then_recovers(

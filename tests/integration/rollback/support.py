@@ -103,16 +103,18 @@ async def running_worker(
     consumer = make_consumer(
         bootstrap, settings.metric_alerts_topic, group_id=f"rollback-{uuid.uuid4().hex[:10]}"
     )
-    await consumer.start()
     stop = asyncio.Event()
-    alerts = AlertConsumer(worker, consumer, poll_ms=50)
-    task = asyncio.create_task(alerts.run(stop))
+    task: asyncio.Task[None] | None = None
     try:
+        await consumer.start()  # inside the try: a consumer whose start fails is closed all the same
+        alerts = AlertConsumer(worker, consumer, poll_ms=50)
+        task = asyncio.create_task(alerts.run(stop))
         await wait_for(lambda: _assigned(consumer), within=30.0, what="rollback consumer assigned")
         yield RunningWorker(alerts, worker)
     finally:
         stop.set()
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
         await consumer.stop()
         await pool.close()
 

@@ -234,8 +234,8 @@ async def test_alert_accepted_while_nothing_publishes__relayed_to_metric_alerts_
     bootstrap = settings.kafka_bootstrap_servers or ""
 
     producer = make_producer(bootstrap, linger_ms=0)
-    await producer.start()
     try:
+        await producer.start()
         publisher = KafkaPublisher(
             producer,
             settings.flag_events_topic,
@@ -261,9 +261,9 @@ async def test_alert_accepted_while_nothing_publishes__relayed_to_metric_alerts_
 async def _topic_values(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     """Every record of ``topic`` (read until three polls in a row bring nothing; bounded)."""
     consumer = make_consumer(bootstrap, topic, group_id=None)
-    await consumer.start()
     values: list[dict[str, Any]] = []
     try:
+        await consumer.start()
         loop = asyncio.get_running_loop()
         deadline, empty = loop.time() + 15, 0
         while empty < 3 and loop.time() < deadline:

@@ -87,17 +87,24 @@ class Rig:
         await self.commands.inner.execute(EnableFlag(flag_key=flag, environment="prod"), meta)
         fingerprint = f"{flag}-{uuid.uuid4().hex[:6]}"
         alert = MetricAlertFiredPayload(
-            fingerprint=fingerprint, source="alertmanager", starts_at=_now(),
+            fingerprint=fingerprint,
+            source="alertmanager",
+            starts_at=_now(),
             labels={"alertname": "X", "flag": flag, "environment": "prod"},
         )
         event = seal(
-            to_draft(alert, environment="prod"), event_id=uuid.uuid4(), flag_key=alert_stream(fingerprint),
-            version=1, prev_hash=GENESIS_HASH, occurred_at=_now(), actor="tester",
+            to_draft(alert, environment="prod"),
+            event_id=uuid.uuid4(),
+            flag_key=alert_stream(fingerprint),
+            version=1,
+            prev_hash=GENESIS_HASH,
+            occurred_at=_now(),
+            actor="tester",
         )
         await self.store.append([event])
         producer = make_producer(self.bootstrap, linger_ms=0)
-        await producer.start()
         try:
+            await producer.start()
             await KafkaPublisher(producer, "unused", metric_alerts_topic=self.topic).publish([event])
         finally:
             await producer.stop()
@@ -126,25 +133,38 @@ async def rig(fresh_database: str, kafka_bootstrap: str, unique_topic: str) -> A
 @pytest.fixture
 async def consumer(rig: Rig) -> AsyncIterator[tuple[AlertConsumer, TopicPartition, object]]:
     worker = RollbackWorker(
-        rig.store, rig.commands, AlertQueries(rig.pool),
-        RollbackPolicy(lookback=timedelta(minutes=30), default_confirmation_seconds=0.0), clock=_now,
+        rig.store,
+        rig.commands,
+        AlertQueries(rig.pool),
+        RollbackPolicy(lookback=timedelta(minutes=30), default_confirmation_seconds=0.0),
+        clock=_now,
     )
     kafka = make_consumer(
-        rig.bootstrap, rig.topic, group_id=f"rb-{uuid.uuid4().hex[:8]}", session_timeout_ms=2_000,
+        rig.bootstrap,
+        rig.topic,
+        group_id=f"rb-{uuid.uuid4().hex[:8]}",
+        session_timeout_ms=2_000,
         heartbeat_interval_ms=400,
     )
-    await kafka.start()
     alerts = AlertConsumer(
-        worker, kafka, poll_ms=50, letters=RollbackLetters(rig.dlq), retries=3, retry_base_seconds=0.01,
+        worker,
+        kafka,
+        poll_ms=50,
+        letters=RollbackLetters(rig.dlq),
+        retries=3,
+        retry_base_seconds=0.01,
         release_interval=0.1,
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(alerts.run(stop))
+    task: asyncio.Task[None] | None = None
     try:
+        await kafka.start()  # inside the try: a consumer whose start fails is closed all the same
+        task = asyncio.create_task(alerts.run(stop))
         yield alerts, TopicPartition(rig.topic, 0), kafka
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
+        if task is not None:
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
         await kafka.stop()
 
 

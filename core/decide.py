@@ -263,11 +263,16 @@ def _set_rollout(flag: Flag, command: SetRollout, catalog: Catalog) -> list[Even
                 details=[_at("rule_id", "no rule with this id")],
             )
         old, path = config.rules[index].serve, f"rules[{index}].serve"
+    bucket_by = command.bucket_by or (old.bucket_by if old else None)
+    salt = command.salt if command.salt is not None else (old.salt if old else None)
+    # A rollout imported from flagd keeps flagd's reading of the bucketing value while it buckets alike.
+    same_bucketing = old is not None and (old.bucket_by, old.salt) == (bucket_by, salt)
     try:
         serve = Serve(
             rollout=command.rollout,
-            bucket_by=command.bucket_by or (old.bucket_by if old else None),
-            salt=command.salt if command.salt is not None else (old.salt if old else None),
+            bucket_by=bucket_by,
+            salt=salt,
+            flagd_bucketing=old.flagd_bucketing if old is not None and same_bucketing else None,
         )
     except ValidationError as e:
         raise InvalidConfiguration("invalid rollout", details=issues_from_validation_error(e, path)) from e

@@ -42,6 +42,7 @@ __all__ = [
     "Flag",
     "FlagKind",
     "FlagMetadata",
+    "FlagdBucketing",
     "NotOf",
     "Operator",
     "Prerequisite",
@@ -223,6 +224,18 @@ Condition = Annotated[
 ]
 
 
+class FlagdBucketing(StrEnum):
+    """Which flagd ``fractional`` form a rollout came from (its bucketing value is read as flagd reads it).
+
+    ``targeting_key``: no bucketing expression (flag key + ``targetingKey``); ``var``: ``{"var": x}``;
+    ``cat``: ``{"cat": [prefix, {"var": x}]}`` (prefix ``$flagd.flagKey`` = no salt, or a text salt).
+    """
+
+    TARGETING_KEY = "targeting_key"
+    VAR = "var"
+    CAT = "cat"
+
+
 class WeightedVariation(_Frozen):
     variation: VariationKey
     weight: int = Field(ge=0, le=1_000_000)
@@ -240,6 +253,9 @@ class Serve(_Frozen):
     rollout: tuple[WeightedVariation, ...] | None = None
     bucket_by: str | None = Field(default=None, min_length=1, max_length=256)
     salt: str | None = Field(default=None, max_length=256)
+    # Set by the flagd import: read the bucketing value as flagd's fractional does (see
+    # core.evaluation.flagd_bucketing); left out of dumps when unset.
+    flagd_bucketing: FlagdBucketing | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="after")
     def _one_of(self) -> Serve:
@@ -253,7 +269,19 @@ class Serve(_Frozen):
             keys = [w.variation for w in self.rollout]
             if len(set(keys)) != len(keys):
                 raise ValueError("rollout names a variation more than once")
+        if self.flagd_bucketing is not None:
+            self._check_flagd_bucketing(self.flagd_bucketing)
         return self
+
+    def _check_flagd_bucketing(self, form: FlagdBucketing) -> None:
+        if self.rollout is None:
+            raise ValueError("flagd_bucketing applies to a rollout only")
+        if form is FlagdBucketing.TARGETING_KEY and (self.bucket_by, self.salt) != (None, None):
+            raise ValueError("flagd_bucketing 'targeting_key' takes neither bucket_by nor salt")
+        if form is FlagdBucketing.VAR and (self.bucket_by is None or self.salt != ""):
+            raise ValueError("flagd_bucketing 'var' needs bucket_by and an empty salt")
+        if form is FlagdBucketing.CAT and self.bucket_by is None:
+            raise ValueError("flagd_bucketing 'cat' needs bucket_by")
 
 
 class Rule(_Frozen):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from core.evaluation.conditions import SegmentCache, compile_condition
+from core.evaluation.flagd_bucketing import build_flagd_splitter
 from core.evaluation.result import ErrorCode, EvaluationResult, Reason
 from core.evaluation.serve import TARGETING_KEY, Splitter, build_splitter
 from core.evaluation.values import Context, Matcher, key_text
@@ -118,12 +119,23 @@ def _constant(result: EvaluationResult) -> Runner:
 
 
 def _compile_serve(
-    flag_key: str, serve: Serve, reason: Reason, rule_id: str | None, outcomes: _Outcomes
+    flag_key: str,
+    serve: Serve,
+    reason: Reason,
+    rule_id: str | None,
+    outcomes: _Outcomes,
+    off_variation: str | None = None,
 ) -> tuple[EvaluationResult | None, Splitter | None]:
     if serve.rollout is None:
         return outcomes.serve(reason, serve.variation, rule_id), None
+    outcome = lambda v: outcomes.serve(Reason.SPLIT, v, rule_id)  # noqa: E731
+    if serve.flagd_bucketing is not None:
+        # flagd serves its defaultVariant (imported as the off variation) when fractional answers null.
+        broken = outcomes.error(ErrorCode.PARSE_ERROR, rule_id)
+        fallback = outcomes.serve(Reason.DEFAULT, off_variation) if off_variation is not None else broken
+        return None, build_flagd_splitter(flag_key, serve, outcome, fallback, broken)
     missing = outcomes.error(ErrorCode.TARGETING_KEY_MISSING, rule_id)
-    return None, build_splitter(flag_key, serve, lambda v: outcomes.serve(Reason.SPLIT, v, rule_id), missing)
+    return None, build_splitter(flag_key, serve, outcome, missing)
 
 
 def _compile_targets(config: EnvironmentConfig, outcomes: _Outcomes) -> dict[str, EvaluationResult]:
@@ -154,14 +166,18 @@ def _compile_enabled(
     rules: tuple[tuple[Matcher, EvaluationResult | None, Splitter | None], ...] = tuple(
         (
             compile_condition(rule.when, segments, cache) if rule.when is not None else _always,
-            *_compile_serve(flag_key, rule.serve, Reason.TARGETING_MATCH, rule.id, outcomes),
+            *_compile_serve(
+                flag_key, rule.serve, Reason.TARGETING_MATCH, rule.id, outcomes, config.off_variation
+            ),
         )
         for rule in config.rules
     )
     default: EvaluationResult | None = outcomes.serve(Reason.DEFAULT, None)
     default_split: Splitter | None = None
     if config.default is not None:
-        default, default_split = _compile_serve(flag_key, config.default, Reason.DEFAULT, None, outcomes)
+        default, default_split = _compile_serve(
+            flag_key, config.default, Reason.DEFAULT, None, outcomes, config.off_variation
+        )
 
     def run(
         context: Context, now: datetime, flags: Mapping[str, CompiledFlag] | None, chain: tuple[str, ...]

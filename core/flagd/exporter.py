@@ -7,7 +7,7 @@ from typing import Any
 
 from core.flagd.conditions import FLAG_KEY, logic_from_condition
 from core.flagd.errors import FlagdUnsupported
-from core.model import Flag, Serve
+from core.model import Flag, FlagdBucketing, Serve
 
 __all__ = ["FLAGD_SCHEMA", "export_flagd"]
 
@@ -84,11 +84,16 @@ def _branches(flag: Flag, environment: str, path: str) -> list[Any]:
 def _result(serve: Serve, path: str, flag_key: str) -> Any:
     if serve.rollout is None:
         return serve.variation
+    slots = [[slot.variation, slot.weight] for slot in serve.rollout]
     attribute = serve.bucket_by or "targetingKey"
+    if serve.flagd_bucketing is FlagdBucketing.TARGETING_KEY:  # the form it was imported from
+        return {"fractional": slots}
+    if serve.flagd_bucketing is FlagdBucketing.CAT and serve.salt == "":
+        return {"fractional": [{"cat": ["", {"var": attribute}]}, *slots]}
     if serve.salt is None:
         bucketing: Any = {"cat": [{"var": FLAG_KEY}, {"var": attribute}]}
     elif serve.salt == "":
         bucketing = {"var": attribute}
     else:
         bucketing = {"cat": [serve.salt, {"var": attribute}]}
-    return {"fractional": [bucketing, *([slot.variation, slot.weight] for slot in serve.rollout)]}
+    return {"fractional": [bucketing, *slots]}

@@ -151,9 +151,9 @@ def _serve(result: Any, path: str, key: str, variants: set[str]) -> dict[str, An
 def _fractional(args: Any, path: str, key: str, variants: set[str]) -> dict[str, Any]:
     if not isinstance(args, list) or not args:
         raise FlagdUnsupported(path, "fractional needs a list of [variant, weight]")
-    serve: dict[str, Any] = {}
+    serve: dict[str, Any] = {"flagd_bucketing": "targeting_key"}
     if not isinstance(args[0], list):
-        serve.update(_bucketing(args[0], f"{path}[0]", key))
+        serve = _bucketing(args[0], f"{path}[0]")
         args, offset = args[1:], 1
     else:
         offset = 0
@@ -172,11 +172,12 @@ def _fractional(args: Any, path: str, key: str, variants: set[str]) -> dict[str,
     return serve
 
 
-def _bucketing(expression: Any, path: str, key: str) -> dict[str, Any]:
-    """flagd hashes the bucketing string as is (default: flag key + targetingKey); Flagstream hashes
-    ``salt + value`` (salt defaults to the flag key): ``{"var": x}`` is ``bucket_by x``, empty salt."""
+def _bucketing(expression: Any, path: str) -> dict[str, Any]:
+    """flagd hashes the bucketing string (default: flag key + targetingKey); Flagstream hashes
+    ``salt + value`` (salt defaults to the flag key), and ``flagd_bucketing`` keeps flagd's reading of
+    the value (types, a missing value, ``cat``'s number text, trimming): core.evaluation.flagd_bucketing."""
     if isinstance(expression, dict) and set(expression) == {"var"} and _is_attribute(expression["var"]):
-        return {**_bucket_by(expression["var"]), "salt": ""}
+        return {"bucket_by": expression["var"], "salt": "", "flagd_bucketing": "var"}
     if isinstance(expression, dict) and set(expression) == {"cat"} and isinstance(expression["cat"], list):
         parts = expression["cat"]
         if len(parts) == 2 and isinstance(parts[1], dict) and set(parts[1]) == {"var"}:
@@ -184,15 +185,11 @@ def _bucketing(expression: Any, path: str, key: str) -> dict[str, Any]:
             if not _is_attribute(attribute):
                 raise FlagdUnsupported(f"{path}.cat[1]", "the bucketing value must be a context attribute")
             if prefix == {"var": FLAG_KEY}:  # flagd's default bucketing, spelt out
-                return _bucket_by(attribute)
+                return {"bucket_by": attribute, "flagd_bucketing": "cat"}
             if isinstance(prefix, str):
-                return {**_bucket_by(attribute), "salt": prefix}
+                return {"bucket_by": attribute, "salt": prefix, "flagd_bucketing": "cat"}
     raise FlagdUnsupported(path, 'bucketing by {"var": x} or {"cat": [prefix, {"var": x}]} only')
 
 
 def _is_attribute(name: Any) -> bool:
     return isinstance(name, str) and bool(name) and not name.startswith("$flagd.")
-
-
-def _bucket_by(attribute: str) -> dict[str, Any]:
-    return {} if attribute == "targetingKey" else {"bucket_by": attribute}  # ours by default

@@ -9,7 +9,7 @@ import pytest
 
 from core.commands import CreateFlag, SetEnvironmentConfig, UpdateFlagMetadata
 from core.flagd import FlagdUnsupported, ImportAction, export_flagd, import_flagd, parse_flagd, plan_import
-from core.model import Flag
+from core.model import Flag, FlagdBucketing
 
 ENV = "production"
 BOOL = {"on": True, "off": False}
@@ -194,7 +194,10 @@ def test_export__unconditional_rule_and_salted_rollout__round_trip() -> None:
 
     assert exported["flags"]["f"]["targeting"]["if"][0] is True
     assert again.environments[ENV].rules[0].when is None
-    assert again.environments[ENV].rules[0].serve == flag.environments[ENV].rules[0].serve
+    serve, before = again.environments[ENV].rules[0].serve, flag.environments[ENV].rules[0].serve
+    assert (serve.rollout, serve.salt) == (before.rollout, before.salt)
+    # Back from flagd, the rollout reads its bucketing value as flagd's cat does.
+    assert (serve.bucket_by, serve.flagd_bucketing) == ("targetingKey", FlagdBucketing.CAT)
 
 
 @pytest.mark.parametrize(

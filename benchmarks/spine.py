@@ -98,8 +98,8 @@ async def _wait_http(url: str, within: float = 30.0) -> None:
 
 
 def _cpu_by_process(roles: dict[int, str]) -> dict[str, float]:
-    """CPU seconds used so far by this process's descendants (the servers and the platform), by role
-    (``roles``: pid -> name) or by command name (postgres, redis-server, tansu...)."""
+    """CPU seconds used so far by this process (``load generator``) and its descendants (the servers
+    and the platform), by role (``roles``: pid -> name) or by command name (postgres, tansu...)."""
     parents: dict[int, int] = {}
     stats: dict[int, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -121,7 +121,9 @@ def _cpu_by_process(roles: dict[int, str]) -> dict[str, float]:
         while ancestor in parents and ancestor != me:
             ancestor = parents[ancestor]
             role = role or roles.get(ancestor)
-        if ancestor == me:
+        if pid == me:
+            totals["load generator"] = seconds  # this process: the clients, the reader, the listener
+        elif ancestor == me:
             name = role or ("postgres" if comm.startswith("postgres") else comm)
             totals[name] = totals.get(name, 0.0) + seconds
     return totals

@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from events.store.db import apply_migrations, create_pool
-from events.store.keys import ApiKeyStore, Role
+from events.store.keys import ApiKey, ApiKeyStore, Role
 from runtime.settings import SettingsError, load_settings
 
 __all__ = ["app"]
@@ -55,7 +55,7 @@ def create(
 def list_keys() -> None:
     """List keys (never their secrets)."""
     for key in _run_with_keys(lambda keys: keys.list()):
-        state = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+        state = _state_of(key)
         typer.echo(f"{key.id}\t{key.role.value}\t{key.principal}\t{key.created_at:%Y-%m-%d %H:%M}\t{state}")
 
 
@@ -66,3 +66,11 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by creat
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+def _state_of(key: ApiKey) -> str:
+    if key.revoked_at is not None:
+        return f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+    if key.expires_at is None:
+        return "active"
+    return f"{'active until' if key.active else 'expired'} {key.expires_at:%Y-%m-%d %H:%M} (rotated)"

@@ -137,12 +137,7 @@ class ApiKeyStore:
             )
         except CONNECTION_ERRORS as e:
             raise StoreUnavailable(f"cannot list API keys, Postgres unreachable: {e}") from e
-        return [
-            ApiKey(
-                r["id"], r["principal"], Role(r["role"]), r["created_at"], r["revoked_at"], r["expires_at"]
-            )
-            for r in rows
-        ]
+        return [_key_of(r) for r in rows]
 
     async def _execute(self, query: str, *args: object) -> str:
         try:

@@ -124,3 +124,27 @@ async def test_store_revoke__unknown_or_already_revoked__no_notice(fresh_databas
     finally:
         await listener.close()
         await pool.close()
+
+
+async def test_cli_list__rotated_and_expired_keys__state_shown(fresh_database: str) -> None:
+    await apply_migrations(fresh_database)
+    pool = await create_pool(fresh_database, min_size=1, max_size=1)
+    try:
+        keys = ApiKeyStore(pool)
+        in_grace, _ = await keys.create("in-grace", Role.READER)
+        expired, _ = await keys.create("expired", Role.READER)
+        await pool.execute(
+            "UPDATE api_keys SET expires_at = now() + interval '1 hour' WHERE id = $1", in_grace
+        )
+        await pool.execute(
+            "UPDATE api_keys SET expires_at = now() - interval '1 hour' WHERE id = $1", expired
+        )
+    finally:
+        await pool.close()
+    env = {"DATABASE_URL": fresh_database, "FLAGSTREAM_DATABASE_URL": fresh_database}
+
+    result = await asyncio.to_thread(CliRunner().invoke, keys_cli, ["list"], env=env)
+
+    assert result.exit_code == 0, result.output
+    states = {line.split("\t")[0]: line.split("\t")[4] for line in result.output.splitlines()}
+    assert states[in_grace].startswith("active until ") and states[expired].startswith("expired ")

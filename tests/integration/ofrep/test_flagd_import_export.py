@@ -151,3 +151,44 @@ async def test_cli__import_flagd_file_then_export(platform: Platform, tmp_path: 
     assert exported.exit_code == 0
     assert {k for k in json.loads(exported.stdout)["flags"] if k.endswith(suffix)} == set(document["flags"])
     assert bad.exit_code == 1 and "flagd_unsupported" in bad.output
+
+
+async def _evaluate_until(platform: Platform, key: str, context: dict[str, Any], within: float = 10.0) -> Any:
+    """The OFREP answer once the API's reader has the flag (it follows change notices)."""
+    async with asyncio.timeout(within):
+        while True:
+            answer = await _evaluate(platform, key, context)
+            if answer.get("errorCode") != "FLAG_NOT_FOUND":
+                return answer
+            await asyncio.sleep(0.02)
+
+
+async def test_import__metadata_kept__in_ofrep_answers_and_in_the_export(platform: Platform) -> None:
+    key = "meta-" + uuid.uuid4().hex[:8]
+    document = {
+        "metadata": {"flagSetId": "shop", "version": "v1"},
+        "flags": {
+            key: {
+                "state": "ENABLED",
+                "variants": {"a": "A", "b": "B", "fallback": "F"},
+                "defaultVariant": "fallback",
+                "targeting": {"fractional": [["a", 1], ["b", 1]]},
+                "metadata": {"team": "checkout", "version": 3},
+            }
+        },
+    }
+
+    done = await _import(platform, document)
+    assert done.status_code == 200, done.text
+    assert await platform.container.wait_projected(key, 1, ENV)
+    split = await _evaluate_until(platform, key, {"targetingKey": "user-1"})
+    numeric_key = await _evaluate(platform, key, {"targetingKey": 42})
+    exported = (await platform.request("GET", f"/api/v1/flagd/export?environment={ENV}")).json()
+
+    assert split["reason"] == "SPLIT"
+    # The flag's metadata (document's merged under it, the flag's version winning), our keys beside it.
+    assert split["metadata"] == {"flagSetId": "shop", "team": "checkout", "version": 1, "environment": ENV}
+    # flagd: a non-string targetingKey makes fractional answer null -> defaultVariant, DEFAULT.
+    assert (numeric_key["variant"], numeric_key["reason"]) == ("fallback", "DEFAULT")
+    assert exported["flags"][key]["metadata"] == {"flagSetId": "shop", "version": 3, "team": "checkout"}
+    assert exported["flags"][key]["targeting"] == {"fractional": [["a", 1], ["b", 1]]}

@@ -363,7 +363,9 @@ def _check_metadata_value(value: Any) -> Any:
 
 
 MetadataValue = Annotated[
-    StrictStr | StrictBool | StrictInt | StrictFloat, BeforeValidator(_check_metadata_value)
+    # max_length repeats the check for the JSON schema (OpenAPI); the before-validator speaks first.
+    Annotated[StrictStr, Field(max_length=MAX_METADATA_TEXT_LENGTH)] | StrictBool | StrictInt | StrictFloat,
+    BeforeValidator(_check_metadata_value),
 ]
 FlagMetadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_ENTRIES)]
 """A flag's free-form metadata, as OFREP and flagd carry it: string keys; strings, numbers and booleans

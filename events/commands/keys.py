@@ -2,9 +2,12 @@
 
 One change is one Postgres transaction: the ``api_keys`` row changes, the event (actor = the
 authenticated principal, never the secret) is appended to ``ops:api-keys`` through the outbox,
-and a revocation sends ``NOTIFY flagstream_api_keys, '<key id>'`` — delivered at commit, so every
+and a revocation sends ``NOTIFY flagstream_api_keys, '<key id>'`` *after* its commit, so every
 API process listening (:mod:`events.store.key_notices`) drops that key from its auth cache at
-once. The auth cache's TTL bounds the rest (a process whose listener was down).
+once and its next look-up already sees the revocation (a NOTIFY inside the transaction could reach
+a listener before the commit was visible to its other connections: a look-up racing it re-cached
+the key for a whole TTL). The auth cache's TTL bounds the rest (a process whose listener was down,
+or a process that died between the commit and the notice).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from events.deadletters.operations import OperationsJournal, PostgresStreamHead
 from events.errors import StoreUnavailable
 from events.ports import EventStore
 from events.store.db import CONNECTION_ERRORS
-from events.store.keys import KEY_NOTICE_CHANNEL, SECRET_PREFIX, ApiKey, Role, hash_secret
+from events.store.keys import KEY_NOTICE_CHANNEL, SECRET_PREFIX, ApiKey, Role, hash_secret, notify_revoked
 
 __all__ = [
     "DEFAULT_ROTATION_GRACE",
@@ -86,7 +89,7 @@ class KeyService:
                 actor,
                 reason,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, key_id)
+        await notify_revoked(self._pool, key_id)
         log.info("keys.revoked", key_id=key_id, actor=actor)
         return revoked
 
@@ -113,8 +116,8 @@ class KeyService:
                 old_key_expires_at=old.expires_at if grace else old.revoked_at,
             )
             await self._record(conn, payload, actor, reason)
-            if not grace:
-                await conn.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, key_id)
+        if not grace:
+            await notify_revoked(self._pool, key_id)
         log.info(
             "keys.rotated",
             key_id=key_id,

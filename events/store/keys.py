@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Final
 
 import asyncpg
+import structlog
 
 from events.errors import StoreUnavailable
 from events.store.db import CONNECTION_ERRORS
@@ -29,7 +30,10 @@ __all__ = [
     "Role",
     "hash_secret",
     "looks_like_secret",
+    "notify_revoked",
 ]
+
+log = structlog.get_logger("events.store.keys")
 
 SECRET_PREFIX = "fs_"
 KEY_NOTICE_CHANNEL: Final = "flagstream_api_keys"  # NOTIFY payload: a revoked key's id
@@ -116,18 +120,14 @@ class ApiKeyStore:
 
     async def revoke(self, key_id: str) -> bool:
         """Revoke a key and send the revocation notice (as the API does); False when no active key
-        has that id. One statement, so the NOTIFY is delivered when the revocation commits."""
-        try:
-            notified = await self._pool.fetchval(
-                "WITH revoked AS (UPDATE api_keys SET revoked_at = now()"
-                " WHERE id = $1 AND revoked_at IS NULL RETURNING id)"
-                " SELECT count(pg_notify($2, id)) FROM revoked",
-                key_id,
-                KEY_NOTICE_CHANNEL,
-            )
-        except CONNECTION_ERRORS as e:
-            raise StoreUnavailable(f"Postgres unreachable: {e}") from e
-        return bool(notified)
+        has that id. The notice follows the commit (see :func:`notify_revoked`)."""
+        status = await self._execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id
+        )
+        if not status.endswith(" 1"):
+            return False
+        await notify_revoked(self._pool, key_id)
+        return True
 
     async def list(self) -> list[ApiKey]:
         try:
@@ -148,3 +148,13 @@ class ApiKeyStore:
 
 def _key_of(r: asyncpg.Record) -> ApiKey:
     return ApiKey(r["id"], r["principal"], Role(r["role"]), r["created_at"], r["revoked_at"], r["expires_at"])
+
+
+async def notify_revoked(pool: asyncpg.Pool, key_id: str) -> None:
+    """``NOTIFY`` every API process that ``key_id`` is revoked. Call it after the revocation has
+    committed: a listener then drops the key and its next look-up sees the revocation. Best effort
+    (logged): the auth cache's TTL bounds a lost notice."""
+    try:
+        await pool.execute("SELECT pg_notify($1, $2)", KEY_NOTICE_CHANNEL, key_id)
+    except CONNECTION_ERRORS as e:
+        log.warning("keys.notice_failed", key_id=key_id, error_class=type(e).__name__)

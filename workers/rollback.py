@@ -8,7 +8,8 @@ first record whose task is still running, so a restart redelivers unfinished ale
 every effect is idempotent. What the worker cannot do is parked as a ``rollback`` dead letter
 (:mod:`events.rollback.letters`) before its offset is committed; redriven letters are run again.
 SIGTERM or SIGINT: stop polling, cancel the waits, commit what is done (a cancelled wait is not
-done: it is redelivered), exit 0.
+done: it is redelivered), exit 0 — within ``shutdown_grace_seconds`` (:func:`workers._runner.run_bounded`).
+The consumer is started inside the ``try`` that stops it: one whose start fails is closed all the same.
 """
 
 from __future__ import annotations

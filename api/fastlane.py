@@ -24,9 +24,7 @@ both paths answer for answer.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import logging
 import math
 import random
@@ -46,7 +44,7 @@ from api.auth import Permission, Principal
 from api.middleware import RequestLogPolicy, write_request_log
 from api.ratelimit import Verdict
 from api.routes.evaluate import evaluation_json
-from api.routes.ofrep import _failure_of, _matches, _success_of
+from api.routes.ofrep import bulk_answer, failure_json, if_none_match_matches, success_json
 from api.schemas import EvaluateRequest
 from core.evaluation.result import ErrorCode
 from events.commands.attributes import observe_evaluated_context
@@ -213,22 +211,14 @@ class EvaluationFastLane:
                 failure = {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}
                 return 404, orjson.dumps(failure), [], context
             if result.error_code is not None:
-                return 400, orjson.dumps(_failure_of(key, result)), [], context
-            success = _success_of(key, result, snapshot.source_of(key), environment)
+                return 400, orjson.dumps(failure_json(key, result)), [], context
+            success = success_json(key, result, snapshot.source_of(key), environment)
             return 200, orjson.dumps(success), [], context
-        flags: list[dict[str, Any]] = []
         results = snapshot.evaluate_all(context, now)
         metrics.record_evaluations(environment, results)
-        for key, result in sorted(results.items()):
-            if result.error_code is not None:
-                flags.append(_failure_of(key, result))
-            else:
-                flags.append(_success_of(key, result, snapshot.source_of(key), environment))
-        # byte for byte the route's body, so the ETag is the same whichever path answered
-        answer = json.dumps({"flags": flags}, separators=(",", ":"), sort_keys=True).encode()
-        etag = '"' + hashlib.sha256(answer).hexdigest()[:32] + '"'
+        answer, etag = bulk_answer(snapshot, results, environment)
         extra = [(b"etag", etag.encode())]
-        if _matches(_text(headers.get(b"if-none-match")) or None, etag):
+        if if_none_match_matches(_text(headers.get(b"if-none-match")) or None, etag):
             return 304, b"", extra, context
         return 200, answer, extra, context
 

@@ -135,5 +135,10 @@ def preview_contexts(
         )
     analysis = analyze_environment(config)
     warnings = [{"path": w.path, "code": w.code, "message": w.message} for w in analysis.warnings]
-    return {"issues": issues, "warnings": warnings, "complexity": analysis.complexity, "results": results,
-            "counts": counts}
+    return {
+        "issues": issues,
+        "warnings": warnings,
+        "complexity": analysis.complexity,
+        "results": results,
+        "counts": counts,
+    }

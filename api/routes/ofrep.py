@@ -15,16 +15,26 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 
 from api.deps import Evaluator, Services
-from core.evaluation import EvaluationResult, Reason
+from api.readers import BoundedReaderPool
+from core.evaluation import CompiledEnvironment, EvaluationResult, Reason
 from core.evaluation.result import ErrorCode
 from core.model import EnvironmentConfig, Flag
 from monitoring import metrics
 
-__all__ = ["ENVIRONMENT_HEADER", "router"]
+__all__ = [
+    "ENVIRONMENT_HEADER",
+    "bulk_answer",
+    "failure_json",
+    "if_none_match_matches",
+    "router",
+    "success_json",
+]
 
 ENVIRONMENT_HEADER = "X-Flagstream-Environment"
 
@@ -62,6 +72,11 @@ async def evaluate_flag(
         return JSONResponse(
             {"key": key, "errorCode": str(e.code), "errorDetails": e.details}, status_code=400
         )
+    if not await _environment_exists(services, env):
+        details = f"flag {key!r} is not defined in environment {env!r} (the environment has no flags)"
+        return JSONResponse(
+            {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, status_code=404
+        )
     reader = await services.readers.get(env)
     snapshot = reader.snapshot
     result = snapshot.evaluate(key, context, datetime.now(UTC))
@@ -72,8 +87,8 @@ async def evaluate_flag(
             {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, status_code=404
         )
     if result.error_code is not None:
-        return JSONResponse(_failure_of(key, result), status_code=400)
-    return JSONResponse(_success_of(key, result, snapshot.source_of(key), env))
+        return JSONResponse(failure_json(key, result), status_code=400)
+    return JSONResponse(success_json(key, result, snapshot.source_of(key), env))
 
 
 @router.post("/evaluate/flags", summary="OFREP bulk evaluation (ETag / If-None-Match)")
@@ -87,23 +102,50 @@ async def evaluate_flags(
     try:
         env = _require_environment(environment)
         context = await _read_context(request)
+        if not await _environment_exists(services, env):
+            raise _BadRequest(
+                ErrorCode.INVALID_CONTEXT,
+                f"headers.{ENVIRONMENT_HEADER.lower()}: environment {env!r} has no flags",
+            )
     except _BadRequest as e:
         return JSONResponse({"errorCode": str(e.code), "errorDetails": e.details}, status_code=400)
     reader = await services.readers.get(env)
     snapshot = reader.snapshot
     results = snapshot.evaluate_all(context, datetime.now(UTC))
-    flags: list[dict[str, Any]] = []
-    for key, result in sorted(results.items()):
-        metrics.record_evaluation(key, env, str(result.reason), result.error_code)
-        if result.error_code is not None:
-            flags.append(_failure_of(key, result))
-        else:
-            flags.append(_success_of(key, result, snapshot.source_of(key), env))
-    body = json.dumps({"flags": flags}, separators=(",", ":"), sort_keys=True).encode()
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    if _matches(if_none_match, etag):
+    metrics.record_evaluations(env, results)
+    body, etag = bulk_answer(snapshot, results, env)
+    if if_none_match_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+def bulk_answer(
+    snapshot: CompiledEnvironment, results: Mapping[str, EvaluationResult], environment: str
+) -> tuple[bytes, str]:
+    """The bulk body (keys sorted, compact) and its strong ``ETag``: the route's and the fast lane's,
+    byte for byte, so a client's ``If-None-Match`` holds whichever path answered."""
+    flags: list[dict[str, Any]] = []
+    for key in sorted(results):
+        result = results[key]
+        if result.error_code is not None:
+            flags.append(failure_json(key, result))
+        else:
+            flags.append(success_json(key, result, snapshot.source_of(key), environment))
+    body = orjson.dumps({"flags": flags}, option=orjson.OPT_SORT_KEYS)
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+async def _environment_exists(services: Any, environment: str) -> bool:
+    """False only when the read model does not know ``environment`` (no reader is opened for it: a
+    name is not a way to make the API hold a Redis connection). An outage answers True: the reader's
+    own start reports it."""
+    readers = services.readers
+    if not isinstance(readers, BoundedReaderPool):
+        return True
+    try:
+        return await readers.exists(environment)
+    except (RedisError, OSError):
+        return True
 
 
 def _require_environment(environment: str | None) -> str:
@@ -139,7 +181,7 @@ async def _parse_context(request: Request) -> Mapping[str, Any]:
     return context
 
 
-def _failure_of(key: str, result: EvaluationResult) -> dict[str, Any]:
+def failure_json(key: str, result: EvaluationResult) -> dict[str, Any]:
     code = result.error_code if result.error_code in _FAILURE_CODES else ErrorCode.GENERAL
     details = f"evaluating {key!r} failed: {result.error_code}"
     if result.error_code is ErrorCode.TARGETING_KEY_MISSING:
@@ -147,31 +189,48 @@ def _failure_of(key: str, result: EvaluationResult) -> dict[str, Any]:
     return {"key": key, "errorCode": str(code), "errorDetails": details}
 
 
-def _success_of(key: str, result: EvaluationResult, flag: Flag | None, environment: str) -> dict[str, Any]:
-    # The flag's own metadata first; the evaluation's keys (version, environment, ruleId) win a clash.
-    metadata: dict[str, Any] = dict(flag.metadata) if flag is not None else {}
-    metadata.update(version=result.version, environment=environment)
+# (environment, flag key) -> (the flag it was shaped from, its metadata with version and environment,
+# whether it has no targeting at all). Flags are immutable: a new version is a new object, so the
+# identity check renews an entry; bounded by the number of flags x environments the process serves.
+_SHAPES: dict[tuple[str, str], tuple[Flag | None, int | None, dict[str, Any], bool]] = {}
+_MAX_SHAPES = 100_000
+_REASON_TEXT = {reason: str(reason) for reason in Reason}
+
+
+def success_json(key: str, result: EvaluationResult, flag: Flag | None, environment: str) -> dict[str, Any]:
+    """One OFREP success. The flag's own metadata first; the evaluation's keys (version, environment,
+    ruleId) win a clash. The answer may share its ``metadata`` with other answers: never mutate it."""
+    metadata, static = _shape_of(key, result.version, flag, environment)
+    reason = result.reason
+    if reason is Reason.PREREQUISITE_FAILED:
+        text = "DEFAULT"  # not an OpenFeature reason: DEFAULT, with Flagstream's in the metadata
+        metadata = {**metadata, "flagstreamReason": _REASON_TEXT[reason]}
+    elif reason is Reason.DEFAULT and static:
+        text = "STATIC"  # OpenFeature's reason for a flag without any targeting
+    else:
+        text = _REASON_TEXT[reason]
     if result.rule_id is not None:
-        metadata["ruleId"] = result.rule_id
-    reason = _reason_of(result, flag, environment)
-    if result.reason is Reason.PREREQUISITE_FAILED:
-        metadata["flagstreamReason"] = str(result.reason)
-    answer: dict[str, Any] = {"key": key, "reason": reason, "value": result.value, "metadata": metadata}
+        metadata = {**metadata, "ruleId": result.rule_id}
+    answer: dict[str, Any] = {"key": key, "reason": text, "value": result.value, "metadata": metadata}
     if result.variation is not None:
         answer["variant"] = result.variation
     return answer
 
 
-def _reason_of(result: EvaluationResult, flag: Flag | None, environment: str) -> str:
-    """OpenFeature reasons: ``STATIC`` when the flag has no targeting at all; a failed prerequisite
-    (not an OpenFeature reason) is ``DEFAULT`` with ``metadata.flagstreamReason``."""
-    if result.reason is Reason.PREREQUISITE_FAILED:
-        return "DEFAULT"
-    if result.reason is Reason.DEFAULT and flag is not None:
-        config = flag.environments.get(environment)
-        if config is not None and _is_static(config):
-            return "STATIC"
-    return str(result.reason)
+def _shape_of(
+    key: str, version: int | None, flag: Flag | None, environment: str
+) -> tuple[dict[str, Any], bool]:
+    shape = _SHAPES.get((environment, key))
+    if shape is not None and shape[0] is flag and shape[1] == version:
+        return shape[2], shape[3]
+    metadata: dict[str, Any] = dict(flag.metadata) if flag is not None else {}
+    metadata.update(version=version, environment=environment)
+    config = flag.environments.get(environment) if flag is not None else None
+    static = config is not None and _is_static(config)
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[(environment, key)] = (flag, version, metadata, static)
+    return metadata, static
 
 
 def _is_static(config: EnvironmentConfig) -> bool:
@@ -181,7 +240,7 @@ def _is_static(config: EnvironmentConfig) -> bool:
     )
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def if_none_match_matches(if_none_match: str | None, etag: str) -> bool:
     if if_none_match is None:
         return False
     candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}

@@ -36,6 +36,8 @@ _ROLLOUT: dict[str, Any] = {
     ],
     "default": {"variation": "off"},
 }
+# not ASCII: the bulk body (and so its ETag) must be the same bytes whichever path serialised it
+_METADATA = {"owner": "Zoë ✓ 検証", "tier": 1}
 _PLAIN: dict[str, Any] = {"enabled": True, "off_variation": "off", "default": {"variation": "on"}}
 LIMITS = {
     "*": {"evaluation": "20000/1", "commands": "2000/1", "audit": "200/1"},
@@ -67,7 +69,8 @@ async def pair(database_url: str, redis_url: str, kafka_bootstrap: str) -> Async
         start_platform(database, redis_url, kafka_bootstrap, rate_limits=LIMITS) as platform,
     ):
         for key, config in ((FLAG, _ROLLOUT), (PLAIN, _PLAIN)):
-            created = await platform.request("POST", "/api/v1/flags", json={"key": key, "name": key})
+            body = {"key": key, "name": key, "metadata": _METADATA if key == PLAIN else {}}
+            created = await platform.request("POST", "/api/v1/flags", json=body)
             assert created.status_code == 201, created.text
             path = f"/api/v1/flags/{key}/environments/{ENV}?wait=projected"
             configured = await platform.request("PUT", path, json=config)
@@ -90,6 +93,7 @@ def _evaluate(flags: list[str] | None = None, environment: str = ENV, **extra: A
 
 
 _OFREP = {"X-Flagstream-Environment": ENV}
+_NOWHERE = {"X-Flagstream-Environment": "nowhere"}
 # (name, path, extra headers, JSON body or raw bytes, answered by the fast lane)
 CASES: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("one flag", "/api/v1/evaluate", {}, _evaluate([FLAG]), True),
@@ -118,6 +122,9 @@ CASES: list[tuple[str, str, dict[str, str], Any, bool]] = [
         True,
     ),
     ("ofrep bulk", "/ofrep/v1/evaluate/flags", _OFREP, {"context": _CONTEXT}, True),
+    ("ofrep bulk no targeting key", "/ofrep/v1/evaluate/flags", _OFREP, {"context": {"country": "US"}}, True),
+    ("ofrep unknown environment", f"/ofrep/v1/evaluate/flags/{FLAG}", _NOWHERE, {"context": _CONTEXT}, False),
+    ("ofrep bulk unknown environment", "/ofrep/v1/evaluate/flags", _NOWHERE, {"context": _CONTEXT}, False),
     ("ofrep no environment", f"/ofrep/v1/evaluate/flags/{FLAG}", {}, {"context": _CONTEXT}, False),
     ("ofrep context not an object", f"/ofrep/v1/evaluate/flags/{FLAG}", _OFREP, {"context": [1]}, False),
     ("ofrep not JSON", f"/ofrep/v1/evaluate/flags/{FLAG}", _OFREP, b"{nope", False),
@@ -200,3 +207,18 @@ async def test_a_request_handed_on_is_charged_once__the_refusal_comes_from_the_s
     refused = responses[-1]
     assert refused.json()["error"]["code"] == "too_many_requests"
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+@pytest.mark.parametrize("path", [f"/ofrep/v1/evaluate/flags/{FLAG}", "/ofrep/v1/evaluate/flags"])
+async def test_ofrep_unknown_environment__refused_and_no_reader_opened(pair: Pair, path: str) -> None:
+    """A name in a header must not make the API open (and keep) a Redis reader for it."""
+    platform = pair.platform
+    name = "made-up-" + path.rsplit("/", 1)[-1]
+
+    answer = await _send(platform.client, platform, path, {"X-Flagstream-Environment": name}, {"context": {}})
+
+    single = path.endswith(FLAG)
+    assert answer.status_code == (404 if single else 400), answer.text
+    assert answer.json()["errorCode"] == ("FLAG_NOT_FOUND" if single else "INVALID_CONTEXT")
+    assert name in answer.json()["errorDetails"]
+    assert platform.container.readers.open(name) is None

@@ -5,6 +5,7 @@ Run it with ``uvicorn api.app:create_app --factory`` or ``flagstream run``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,14 +58,18 @@ def create_app(settings: Settings | None = None) -> FlagstreamAPI:
     )
     configure_sentry(resolved.sentry_dsn, environment=resolved.sentry_environment)
 
+    live: dict[str, Container] = {}  # the fast lane's view: the container while it is open, else nothing
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = await Container.start(resolved)
         app.state.container = container
+        live["container"] = container
         log.info("api.started", host=resolved.api_host, port=resolved.api_port)
         try:
             yield
         finally:
+            live.pop("container", None)
             await container.close()
             log.info("api.stopped")
 
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FlagstreamAPI:
     if resolved.evaluation_fast_lane:
         app.fast_lane = EvaluationFastLane(
             app.routes_call,
-            lambda: getattr(app.state, "container", None),
+            functools.partial(live.get, "container"),  # a dict look-up, not State.__getattr__
             max_body_bytes=resolved.request_max_bytes,
             rate_limits=resolved.rate_limits_enabled,
             log_policy=log_policy,

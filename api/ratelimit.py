@@ -15,6 +15,7 @@ before Redis is tried again) rather than refusing everyone. Answers follow the I
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -108,15 +109,20 @@ class Verdict:
     def headers(self) -> list[tuple[bytes, bytes]]:
         """``RateLimit-Policy`` and ``RateLimit`` (and ``Retry-After`` when refused)."""
         name = self.rate_class
-        window = _format_number(self.quota.window)
         reset = math.ceil(self.wait_seconds) if self.remaining < 1 else 0
         out = [
-            (b"ratelimit-policy", f'"{name}";q={self.quota.quota};w={window}'.encode()),
+            (b"ratelimit-policy", _policy_header(name, self.quota)),
             (b"ratelimit", f'"{name}";r={max(self.remaining, 0)};t={reset}'.encode()),
         ]
         if not self.allowed:
             out.append((b"retry-after", str(max(1, math.ceil(self.wait_seconds))).encode()))
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _policy_header(name: str, quota: Quota) -> bytes:
+    """``RateLimit-Policy``: the same few values on every answer, formatted once."""
+    return f'"{name}";q={quota.quota};w={_format_number(quota.window)}'.encode()
 
 
 def _format_number(value: float) -> str:

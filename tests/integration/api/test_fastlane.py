@@ -110,6 +110,23 @@ CASES: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("unknown field", "/api/v1/evaluate", {}, _evaluate([FLAG], extra_field=1), False),
     ("unknown environment", "/api/v1/evaluate", {}, _evaluate([FLAG], environment="nowhere"), False),
     ("malformed JSON", "/api/v1/evaluate", {}, b'{"environment": ', False),
+    ("environment not a name", "/api/v1/evaluate", {}, _evaluate([FLAG], environment="Prod!"), False),
+    ("environment with a new line", "/api/v1/evaluate", {}, _evaluate([FLAG], environment=ENV + "\n"), False),
+    ("environment not text", "/api/v1/evaluate", {}, {"environment": 1, "context": {}}, False),
+    ("no environment", "/api/v1/evaluate", {}, {"context": _CONTEXT}, False),
+    ("context not an object", "/api/v1/evaluate", {}, {"environment": ENV, "context": [1]}, False),
+    ("a flag key not text", "/api/v1/evaluate", {}, _evaluate([FLAG, 7]), False),  # type: ignore[list-item]
+    ("too many flags", "/api/v1/evaluate", {}, _evaluate([FLAG] * 1001), False),
+    ("a thousand flags", "/api/v1/evaluate", {}, _evaluate([FLAG] * 1000), True),
+    ("flags null", "/api/v1/evaluate", {}, _evaluate(None) | {"flags": None}, True),
+    ("not an object", "/api/v1/evaluate", {}, [_evaluate([FLAG])], False),
+    (
+        "integer beyond 64 bits",
+        "/api/v1/evaluate",
+        {},
+        b'{"environment": "production", "context": {"n": 1' + b"0" * 30 + b"}}",
+        False,
+    ),
     ("ofrep one", f"/ofrep/v1/evaluate/flags/{FLAG}", _OFREP, {"context": _CONTEXT}, True),
     ("ofrep static", f"/ofrep/v1/evaluate/flags/{PLAIN}", _OFREP, {"context": {}}, True),
     ("ofrep empty body", f"/ofrep/v1/evaluate/flags/{PLAIN}", _OFREP, b"", True),
@@ -128,6 +145,13 @@ CASES: list[tuple[str, str, dict[str, str], Any, bool]] = [
     ("ofrep no environment", f"/ofrep/v1/evaluate/flags/{FLAG}", {}, {"context": _CONTEXT}, False),
     ("ofrep context not an object", f"/ofrep/v1/evaluate/flags/{FLAG}", _OFREP, {"context": [1]}, False),
     ("ofrep not JSON", f"/ofrep/v1/evaluate/flags/{FLAG}", _OFREP, b"{nope", False),
+    (
+        "ofrep integer beyond 64 bits",
+        f"/ofrep/v1/evaluate/flags/{FLAG}",
+        _OFREP,
+        {"context": {"n": 10**30}},
+        False,
+    ),
 ]
 
 

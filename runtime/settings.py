@@ -22,7 +22,15 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-__all__ = ["ENV_PREFIX", "RATE_CLASSES", "Settings", "SettingsError", "load_settings", "parse_rate"]
+__all__ = [
+    "ENV_PREFIX",
+    "RATE_CLASSES",
+    "RATE_LIMIT_ROLES",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "parse_rate",
+]
 
 ENV_PREFIX = "FLAGSTREAM_"
 
@@ -30,6 +38,9 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 RATE_CLASSES: Final = ("evaluation", "commands", "audit")
+# Who a limit may name: "*" (every role's default), "anonymous" (requests without a key) and the key
+# roles (events.store.keys.Role; a unit test keeps the two lists equal).
+RATE_LIMIT_ROLES: Final = ("*", "anonymous", "admin", "writer", "reader", "ops", "alerts", "evaluator")
 _RATE = re.compile(r"([0-9]{1,9})(?:/([0-9]{1,9}(?:\.[0-9]{1,6})?))?")
 _SOURCE_FIELD = re.compile(r'field "(\w+)"')
 _JSON_EXAMPLES: Final = {
@@ -217,6 +228,9 @@ class Settings(BaseSettings):
     def _check_rate_limits(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
         problems = []
         for role, classes in value.items():
+            if role not in RATE_LIMIT_ROLES:
+                problems.append(f"unknown role {role!r} (expected one of {', '.join(RATE_LIMIT_ROLES)})")
+                continue
             for rate_class, text in classes.items():
                 if rate_class not in RATE_CLASSES:
                     problems.append(

@@ -11,7 +11,8 @@ import pytest
 
 from api import serve
 from api.ratelimit import Quota, RateClass, parse_quota
-from runtime.settings import RATE_CLASSES, SettingsError, load_settings
+from events.store.keys import Role
+from runtime.settings import RATE_CLASSES, RATE_LIMIT_ROLES, SettingsError, load_settings
 
 VARIABLE = "FLAGSTREAM_RATE_LIMITS"
 
@@ -97,3 +98,18 @@ def test_parse_quota__fractional_window__accepted() -> None:
 
 def test_rate_classes__settings_check_the_classes_the_limiter_charges() -> None:
     assert set(RATE_CLASSES) == set(get_args(RateClass))
+
+
+def test_rate_limits__unknown_role__settings_error_lists_the_known_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A misspelt role would silently fall back to "*" (a limit nobody meant): refuse it at start-up."""
+    message = _refusal(monkeypatch, '{"redaer": {"audit": "5/60"}}')
+
+    assert VARIABLE in message
+    assert "'redaer'" in message
+    assert all(name in message for name in ("*", "anonymous", "reader", "evaluator"))
+
+
+def test_rate_limit_roles__every_key_role_and_the_two_wildcards() -> None:
+    assert set(RATE_LIMIT_ROLES) == {*(str(role) for role in Role), "*", "anonymous"}

@@ -298,18 +298,27 @@ _ENVIRONMENT = re.compile(ENVIRONMENT_PATTERN.removeprefix("^").removesuffix("$"
 _MAX_FLAGS = 1000  # EvaluateRequest.flags' max_length
 
 
-# orjson reads an integer beyond 64 bits as a float; the routes' parsers keep it exact. A run of 19
-# digits anywhere (2**63 has 19) sends the body to the routes rather than risk a different answer.
+# orjson reads an integer beyond 64 bits as a float; the routes' parsers keep it exact. Such a number
+# can only be a float in the parsed context or sit inside a nested value of it: then a run of 19 digits
+# in the body (2**63 has 19) sends it to the routes rather than risk a different answer. A flat context
+# of text, integers and booleans (the usual one) skips the scan.
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_INEXACT = frozenset({float, dict, list})
 
 
 def _loads(body: bytes) -> Any:
-    if _LONG_DIGITS.search(body) is not None:
-        raise _Ordinary
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise _Ordinary from None
+
+
+def _check_numbers(context: dict[str, Any], body: bytes) -> None:
+    for value in context.values():
+        if value.__class__ in _INEXACT:
+            if _LONG_DIGITS.search(body) is not None:
+                raise _Ordinary
+            return
 
 
 def _evaluate_request(body: bytes) -> tuple[str, dict[str, Any], list[str] | None]:
@@ -326,6 +335,7 @@ def _evaluate_request(body: bytes) -> tuple[str, dict[str, Any], list[str] | Non
         raise _Ordinary
     if context.__class__ is not dict:
         raise _Ordinary
+    _check_numbers(context, body)
     if flags is not None and (
         flags.__class__ is not list or len(flags) > _MAX_FLAGS or any(f.__class__ is not str for f in flags)
     ):
@@ -345,6 +355,7 @@ def _ofrep_context(body: bytes) -> dict[str, Any]:
         return {}
     if not isinstance(context, dict):
         raise _Ordinary
+    _check_numbers(context, body)
     return context
 
 

@@ -112,7 +112,7 @@ class Verdict:
         reset = math.ceil(self.wait_seconds) if self.remaining < 1 else 0
         out = [
             (b"ratelimit-policy", _policy_header(name, self.quota)),
-            (b"ratelimit", f'"{name}";r={max(self.remaining, 0)};t={reset}'.encode()),
+            (b"ratelimit", _limit_header(name, max(self.remaining, 0), reset)),
         ]
         if not self.allowed:
             out.append((b"retry-after", str(max(1, math.ceil(self.wait_seconds))).encode()))
@@ -123,6 +123,12 @@ class Verdict:
 def _policy_header(name: str, quota: Quota) -> bytes:
     """``RateLimit-Policy``: the same few values on every answer, formatted once."""
     return f'"{name}";q={quota.quota};w={_format_number(quota.window)}'.encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _limit_header(name: str, remaining: int, reset: int) -> bytes:
+    """``RateLimit``: a lease hands out the same few remaining counts over and over."""
+    return f'"{name}";r={remaining};t={reset}'.encode()
 
 
 def _format_number(value: float) -> str:

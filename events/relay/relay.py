@@ -70,6 +70,14 @@ class Relay:
         status: RelayStatusWriter | None = None,
         probe_interval: float = 30.0,
     ) -> None:
+        self._stamped: StampsLogEpoch | None = None  # the publisher, when it stamps the guard's epoch
+        if guard is not None and not isinstance(publisher, StampsLogEpoch):
+            # without the stamp a republished log looks like the old epoch to the projectors, which
+            # would then seek to their stale checkpoints and skip events (the failure the guard exists for)
+            raise TypeError(
+                f"a relay with a log guard needs a publisher that stamps the log epoch "
+                f"(a log_epoch attribute, as KafkaPublisher has); got {type(publisher).__name__}"
+            )
         self.name = name
         self._outbox = outbox
         self._publisher = publisher
@@ -83,6 +91,8 @@ class Relay:
         self._retry = retry
         self._letters = letters
         self._guard = guard
+        if guard is not None and isinstance(publisher, StampsLogEpoch):
+            self._stamped = publisher
         self._status = status
         self._probe_interval = probe_interval
         self._position: RelayPosition | None = None
@@ -146,8 +156,9 @@ class Relay:
         except Exception as e:
             if isinstance(e, CircuitOpen) or classify_error(e) == "retriable":
                 raise
-            log.warning("relay.batch_rejected", relay=self.name, count=len(ready),
-                        error_class=type(e).__name__)
+            log.warning(
+                "relay.batch_rejected", relay=self.name, count=len(ready), error_class=type(e).__name__
+            )
             return await self._publish_isolating(ready, blocked)
 
     async def _publish_isolating(self, events: Sequence[Event], blocked: Blockers) -> list[PublishedRecord]:
@@ -221,8 +232,13 @@ class Relay:
         """Every failure keeps the batch (the checkpoint did not move); the next round retries."""
         self._probe_due = True  # whatever failed, the broker may have restarted meanwhile
         code = getattr(error, "code", type(error).__name__)
-        log.warning("relay.round_failed", relay=self.name, error_code=code, error=str(error),
-                    retriable=classify_error(error) == "retriable")
+        log.warning(
+            "relay.round_failed",
+            relay=self.name,
+            error_code=code,
+            error=str(error),
+            retriable=classify_error(error) == "retriable",
+        )
         await self._report(last_error=f"{type(error).__name__}: {error}")
 
     async def _load_guard(self) -> None:
@@ -233,8 +249,8 @@ class Relay:
 
     def _stamp_epoch(self) -> None:
         """What the publisher stamps on every record (``fs_log_epoch``) is the guard's epoch."""
-        if self._guard is not None and isinstance(self._publisher, StampsLogEpoch):
-            self._publisher.log_epoch = self._guard.epoch
+        if self._guard is not None and self._stamped is not None:
+            self._stamped.log_epoch = self._guard.epoch
 
     async def _probe_if_due(self) -> None:
         if self._guard is None:

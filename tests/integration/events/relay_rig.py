@@ -32,6 +32,14 @@ class CountingPublisher:
         self.inner = inner
         self.calls = 0
 
+    @property
+    def log_epoch(self) -> int:
+        return self.inner.log_epoch
+
+    @log_epoch.setter
+    def log_epoch(self, epoch: int) -> None:  # the relay's log guard stamps it on every record
+        self.inner.log_epoch = epoch
+
     async def publish(self, events: Sequence[Event]) -> Sequence[PublishedRecord]:
         self.calls += 1
         return await self.inner.publish(events)
@@ -49,10 +57,19 @@ class RelayRig:
         self.task = asyncio.create_task(self.relay.run(self.stop))
 
 
-def make_publisher(bootstrap: str, topic: str, alerts_topic: str, *, max_record_bytes: int = 1_000_000,
-                   send_timeout: float = 3.0) -> KafkaPublisher:
+def make_publisher(
+    bootstrap: str,
+    topic: str,
+    alerts_topic: str,
+    *,
+    max_record_bytes: int = 1_000_000,
+    send_timeout: float = 3.0,
+) -> KafkaPublisher:
     return KafkaPublisher(
-        None, topic, metric_alerts_topic=alerts_topic, send_timeout=send_timeout,
+        None,
+        topic,
+        metric_alerts_topic=alerts_topic,
+        send_timeout=send_timeout,
         max_record_bytes=max_record_bytes,
         renew=lambda: make_producer(bootstrap, request_timeout_ms=2_000, linger_ms=0),
     )
@@ -74,12 +91,19 @@ async def relay_rig(
     )
     letters = RelayLetters(DeadLetterStore(pool), pool)
     relay = Relay(
-        PostgresEventStore(pool), publisher, name=name, topic=topics[0].name, batch_size=batch_size,
-        poll_interval=0.05, retry_delay=0.2,
+        PostgresEventStore(pool),
+        publisher,
+        name=name,
+        topic=topics[0].name,
+        batch_size=batch_size,
+        poll_interval=0.05,
+        retry_delay=0.2,
         breaker=AsyncCircuitBreaker(f"test-{name}", fail_max=2, reset_timeout=1.0, export_metrics=False),
-        retry=FAST_RETRY, letters=letters,
+        retry=FAST_RETRY,
+        letters=letters,
         guard=LogGuard(pool, name, bootstrap=bootstrap, topics=topics, probe_timeout=3.0),
-        status=RelayStatusWriter(pool, name, min_interval=0.2), probe_interval=probe_interval,
+        status=RelayStatusWriter(pool, name, min_interval=0.2),
+        probe_interval=probe_interval,
     )
     rig = RelayRig(relay, publisher, letters, asyncio.Event())
     try:

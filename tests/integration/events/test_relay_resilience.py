@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from events.kafka.adapter import ensure_topics, flag_events_spec, metric_alerts_spec
+from events.kafka.records import log_epoch_of
 from events.relay.status import read_relay_status
 from events.resilience import BreakerState
 from events.store.postgres import PostgresEventStore
@@ -25,8 +26,10 @@ from tests.integration.events.kafka_log import read_topic
 from tests.integration.events.relay_rig import eventually, first_versions, relay_rig
 from tests.unit.events.factories import make_chain
 
-TOPICS = [flag_events_spec("flagstream.flag-events", partitions=2),
-          metric_alerts_spec("flagstream.metric-alerts", partitions=1)]
+TOPICS = [
+    flag_events_spec("flagstream.flag-events", partitions=2),
+    metric_alerts_spec("flagstream.metric-alerts", partitions=1),
+]
 FLAG_TOPIC = TOPICS[0].name
 
 
@@ -63,13 +66,15 @@ async def test_relay__broker_killed__breaker_opens_appends_continue_then_all_rep
         assert trials <= 5, f"{trials} publish calls in 3 s with an open breaker (reset timeout 1 s)"
 
         await asyncio.to_thread(own_broker.start)  # empty: no topic, no record
-        records = await read_topic(own_broker.url, FLAG_TOPIC,
-                                   {(e.flag_key, e.version) for e in before + during}, within=60)
+        records = await read_topic(
+            own_broker.url, FLAG_TOPIC, {(e.flag_key, e.version) for e in before + during}, within=60
+        )
         assert first_versions(records, "f") == [1, 2, 3]
         assert first_versions(records, "g") == [1, 2, 3, 4, 5]
         assert rig.relay.log_resets >= 1
-        await eventually(lambda: _status_is(pool, "closed", min_backlog=0, max_backlog=0),
-                         what="status closed, no backlog")
+        await eventually(
+            lambda: _status_is(pool, "closed", min_backlog=0, max_backlog=0), what="status closed, no backlog"
+        )
         (status,) = await read_relay_status(pool)
         assert status.log_resets >= 1 and not status.degraded
 
@@ -84,7 +89,7 @@ async def test_relay__broker_lost_its_log_while_idle__probe_republishes_everythi
     expected = {(e.flag_key, e.version) for chain in chains.values() for e in chain}
     async with relay_rig(pool, own_broker.url, TOPICS, probe_interval=0.5) as rig:
         rig.start()
-        await read_topic(own_broker.url, FLAG_TOPIC, expected, within=30)
+        first = await read_topic(own_broker.url, FLAG_TOPIC, expected, within=30)
 
         await asyncio.to_thread(own_broker.kill)
         await asyncio.to_thread(own_broker.start)  # back at once, empty; nothing new is appended
@@ -93,6 +98,11 @@ async def test_relay__broker_lost_its_log_while_idle__probe_republishes_everythi
         for key in chains:
             assert first_versions(records, key) == [1, 2, 3, 4]
         assert rig.relay.log_resets == 1
+        # the new log is a new epoch, on every record and in Postgres (what projector checkpoints compare)
+        assert {log_epoch_of(r.headers.items()) for r in first} == {0}
+        assert {log_epoch_of(r.headers.items()) for r in records} == {1}
+        epochs = await pool.fetch("SELECT relay, epoch FROM relay_log_epochs")
+        assert [row["epoch"] for row in epochs] == [1], epochs
 
 
 async def _breaker_is(state: BreakerState, wanted: BreakerState) -> bool:

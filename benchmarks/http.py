@@ -44,6 +44,8 @@ sys.path.insert(0, str(_HERE.parent))
 
 import httpx  # noqa: E402  (after the sys.path repair above)
 
+from benchmarks._stack import local_stack, wait_http  # noqa: E402
+
 ENV = "production"
 FLAG = "http-bench"
 _RULE_CONFIG: dict[str, Any] = {
@@ -97,19 +99,6 @@ def _run_wrk(name: str, base: str, script: Path, seconds: float, connections: in
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return WrkResult(name, rps, p50, p99, int(non_2xx.group(1)) if non_2xx else 0, total)
-
-
-async def _wait_http(url: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)  # polling the server's liveness, bounded
-    raise TimeoutError(f"{url} did not answer within {within}s")
 
 
 async def _seed(client: httpx.AsyncClient, flags: int) -> None:
@@ -171,8 +160,8 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
     api, ceiling = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{bare_port}"
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
     try:
-        await _wait_http(f"{api}/healthz")
-        await _wait_http(f"{ceiling}/healthz")
+        await wait_http(f"{api}/healthz")
+        await wait_http(f"{ceiling}/healthz")
         async with httpx.AsyncClient(base_url=api, headers=headers, timeout=60) as client:
             await _seed(client, args.flags)
         with tempfile.TemporaryDirectory() as folder:
@@ -213,19 +202,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("benchmarks/http.py needs wrk: apt-get install wrk")
-    from runtime.devstack import Stack
-
-    with (
-        tempfile.TemporaryDirectory(prefix="flagstream-http-") as folder,
-        Stack.start(
-            Path(folder),
-            durable=True,
-            database_url=os.environ.get("DATABASE_URL"),
-            redis_url=os.environ.get("REDIS_URL"),
-            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        ) as stack,
-    ):
-        asyncio.run(_run(args, stack.environment()))
+    with local_stack("flagstream-http-") as urls:
+        asyncio.run(_run(args, urls))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import httpx  # noqa: E402  (after the sys.path repair above)
 
+from benchmarks._stack import local_stack, wait_http  # noqa: E402
 from core.envelope import Event  # noqa: E402
 from projections.connection import make_redis  # noqa: E402
 from projections.reader import EnvironmentReader  # noqa: E402
@@ -82,19 +82,6 @@ def _config(weight: int) -> dict[str, Any]:
         ],
         "default": {"variation": "off"},
     }
-
-
-async def _wait_http(url: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)  # polling the API's liveness, bounded
-    raise TimeoutError(f"{url} did not answer within {within}s")
 
 
 def _cpu_by_process(roles: dict[int, str]) -> dict[str, float]:
@@ -356,7 +343,7 @@ async def _run(args: argparse.Namespace, urls: dict[str, str]) -> None:
     redis = make_redis(urls["REDIS_URL"])
     base = f"http://127.0.0.1:{port}"
     try:
-        await _wait_http(f"{base}/healthz")
+        await wait_http(f"{base}/healthz")
         await _wait_listening(port, args.api_workers)
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
         async with httpx.AsyncClient(
@@ -421,19 +408,8 @@ def main() -> None:
         parser.error("--profile-api profiles one API process: use it with --api-workers 1")
     if args.profile_api:
         args.profile_api = str(Path(args.profile_api).resolve())
-    from runtime.devstack import Stack
-
-    with (
-        tempfile.TemporaryDirectory(prefix="flagstream-bench-") as folder,
-        Stack.start(
-            Path(folder),
-            durable=True,
-            database_url=os.environ.get("DATABASE_URL"),
-            redis_url=os.environ.get("REDIS_URL"),
-            kafka_bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-        ) as stack,
-    ):
-        asyncio.run(_run(args, stack.environment()))
+    with local_stack("flagstream-bench-") as urls:
+        asyncio.run(_run(args, urls))
 
 
 if __name__ == "__main__":

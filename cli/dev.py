@@ -90,6 +90,7 @@ def up(
     except StackError as e:
         raise _fail(str(e)) from e
     write_state(stack)
+    stack.detach()  # the servers outlive this command: `flagstream dev down` stops them by pid
     started = {server.name for server in stack.managed}
     for server_name, variable in _VARIABLES.items():
         if server_name not in started:

@@ -131,6 +131,13 @@ class Stack:
         if errors:
             raise StackError("could not stop: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
 
+    def detach(self) -> None:
+        """Leave every managed server running when this process ends (``flagstream dev up``); stop
+        them later from their recorded pids (``flagstream dev down``)."""
+        atexit.unregister(self._stop_quietly)
+        for server in self.managed:
+            server.detach()
+
     def _stop_quietly(self) -> None:
         try:
             self.stop()

@@ -28,6 +28,11 @@ log = structlog.get_logger(__name__)
 
 ServerRecord = dict[str, str | int]
 
+# Handles of servers this process started and left running on purpose (``flagstream dev up``), kept
+# for as long as the process lives: a Popen finalised while its child runs warns "subprocess is still
+# running" (an unraisable error under the test suite's settings). The server is found by pid after.
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+
 
 class ManagedServer(ABC):
     """A server process this program started (or will start) on ``port`` under ``folder``."""
@@ -155,6 +160,13 @@ class ManagedServer(ABC):
         """Kill the server (as a crash would) and start it again on the same port."""
         self.kill()
         self.start()
+
+    def detach(self) -> None:
+        """Leave the server running past this process (its pid is recorded by the caller): from now on
+        it is handled by pid, as a server another process started."""
+        if self._process is not None:
+            _LEFT_RUNNING.append(self._process)
+            self.adopt(self._process.pid)
 
     def adopt(self, pid: int) -> None:
         """Take charge of a server started by another process (from the state file)."""

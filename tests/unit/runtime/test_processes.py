@@ -19,6 +19,7 @@ from runtime.processes import (
     find_free_port,
     is_alive,
     list_group_members,
+    signal_group,
     stop_process_group,
     wait_until,
 )
@@ -28,10 +29,12 @@ from runtime.processes import (
 def group_ignoring_sigterm() -> Iterator[subprocess.Popen[bytes]]:
     """A process group of a shell and a child, both ignoring SIGTERM."""
     process = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 60 & wait"], start_new_session=True)
-    wait_until(lambda: len(list_group_members(process.pid)) == 2, timeout=10, what="the group to form")
-    yield process
-    if list_group_members(process.pid):
-        stop_process_group(process.pid, first_signal=signal.SIGKILL, reap=process.poll)
+    try:
+        wait_until(lambda: len(list_group_members(process.pid)) == 2, timeout=10, what="the group to form")
+        yield process
+    finally:  # whatever the test did: the group killed and the shell reaped (a Popen never left running)
+        signal_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def test_find_free_port__called_repeatedly__distinct_bindable_ports() -> None:

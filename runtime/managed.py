@@ -22,7 +22,7 @@ import structlog
 
 from runtime.processes import StackError, describe_log_tail, is_alive, stop_process_group, wait_until
 
-__all__ = ["ManagedServer", "ServerRecord"]
+__all__ = ["ManagedServer", "ServerRecord", "left_running", "reap_left_running"]
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +32,17 @@ ServerRecord = dict[str, str | int]
 # for as long as the process lives: a Popen finalised while its child runs warns "subprocess is still
 # running" (an unraisable error under the test suite's settings). The server is found by pid after.
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+def left_running() -> tuple[int, ...]:
+    """The pids of the servers this process started and left running (``dev up``), not yet reaped."""
+    return tuple(process.pid for process in _LEFT_RUNNING)
+
+
+def reap_left_running() -> None:
+    """Collect the exit status of the servers this process left running that have since ended (a
+    ``dev down`` in the process that ran ``dev up``: tests, or a script doing both)."""
+    _LEFT_RUNNING[:] = [process for process in _LEFT_RUNNING if process.poll() is None]
 
 
 class ManagedServer(ABC):

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.managed import ServerRecord
+from runtime.managed import ServerRecord, reap_left_running
 from runtime.processes import StackError, is_alive, read_command_line, stop_process_group
 
 __all__ = ["STATE_FILE_NAME", "ServerStatus", "read_status", "read_urls", "state_path", "stop_recorded"]
@@ -102,6 +102,7 @@ def stop_recorded(data_dir: Path, grace_seconds: float = 15.0) -> list[str]:
             int(record["pid"]), first_signal=first, leader_only=leader_only, grace_seconds=grace_seconds
         )
         stopped.append(str(record["name"]))
+    reap_left_running()
     scratch = state.get("scratch_dirs", [])
     assert isinstance(scratch, list)
     for folder in scratch:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cli.dev import app as dev_app
 from runtime import servers
 from runtime.devstack import Stack, StackError, open_stack, read_status, write_state
+from runtime.managed import left_running
 from runtime.probes import probe_kafka, probe_postgres, probe_redis, probe_tcp
 from runtime.processes import find_free_port, is_alive, list_group_members
 from runtime.servers import RedisServer
@@ -237,6 +238,7 @@ def test_dev_cli__up_status_down__servers_recorded_then_gone(
     assert down.exit_code == 0, down.output
     assert len(recorded) == 3
     assert all(not list_group_members(s.pid) for s in recorded)
+    assert not set(left_running()) & {s.pid for s in recorded}  # detached by up, reaped by down
     assert runner.invoke(dev_app, ["status", "--data-dir", folder]).exit_code == 3
 
 

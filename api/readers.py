@@ -17,7 +17,7 @@ from projections.keys import DEFAULT_NAMESPACE, Keyspace
 from projections.pool import ReaderPool
 from projections.reader import EnvironmentReader
 
-__all__ = ["BoundedReaderPool", "require_environment"]
+__all__ = ["BoundedReaderPool", "environment_known", "require_environment"]
 
 log = structlog.get_logger("api.readers")
 
@@ -58,15 +58,20 @@ class BoundedReaderPool(ReaderPool):
         return bool(await self._client.sismember(self._keyspace.environments, environment))
 
 
+async def environment_known(readers: ReaderPool, environment: str) -> bool:
+    """False only when the read model does not know ``environment``; an unbounded pool, or a Redis
+    outage (the reader's own start reports it, 503), answers True."""
+    if not isinstance(readers, BoundedReaderPool):
+        return True
+    try:
+        return await readers.exists(environment)
+    except (RedisError, OSError):
+        return True
+
+
 async def require_environment(readers: ReaderPool, environment: str) -> None:
     """A ``404 unknown_environment`` unless the read model knows ``environment``."""
-    if not isinstance(readers, BoundedReaderPool):
-        return
-    try:
-        known = await readers.exists(environment)
-    except (RedisError, OSError):
-        return  # the reader's own start reports the outage (503)
-    if not known:
+    if not await environment_known(readers, environment):
         raise ApiError(
             404,
             "unknown_environment",

@@ -18,10 +18,9 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
 
 from api.deps import Evaluator, Services
-from api.readers import BoundedReaderPool
+from api.readers import environment_known
 from core.evaluation import CompiledEnvironment, EvaluationResult, Reason
 from core.evaluation.result import ErrorCode
 from core.model import EnvironmentConfig, Flag
@@ -72,7 +71,7 @@ async def evaluate_flag(
         return JSONResponse(
             {"key": key, "errorCode": str(e.code), "errorDetails": e.details}, status_code=400
         )
-    if not await _environment_exists(services, env):
+    if not await environment_known(services.readers, env):
         details = f"flag {key!r} is not defined in environment {env!r} (the environment has no flags)"
         return JSONResponse(
             {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": details}, status_code=404
@@ -102,7 +101,7 @@ async def evaluate_flags(
     try:
         env = _require_environment(environment)
         context = await _read_context(request)
-        if not await _environment_exists(services, env):
+        if not await environment_known(services.readers, env):
             raise _BadRequest(
                 ErrorCode.INVALID_CONTEXT,
                 f"headers.{ENVIRONMENT_HEADER.lower()}: environment {env!r} has no flags",
@@ -133,19 +132,6 @@ def bulk_answer(
             flags.append(success_json(key, result, snapshot.source_of(key), environment))
     body = orjson.dumps({"flags": flags}, option=orjson.OPT_SORT_KEYS)
     return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-async def _environment_exists(services: Any, environment: str) -> bool:
-    """False only when the read model does not know ``environment`` (no reader is opened for it: a
-    name is not a way to make the API hold a Redis connection). An outage answers True: the reader's
-    own start reports it."""
-    readers = services.readers
-    if not isinstance(readers, BoundedReaderPool):
-        return True
-    try:
-        return await readers.exists(environment)
-    except (RedisError, OSError):
-        return True
 
 
 def _require_environment(environment: str | None) -> str:

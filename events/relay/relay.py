@@ -70,14 +70,16 @@ class Relay:
         status: RelayStatusWriter | None = None,
         probe_interval: float = 30.0,
     ) -> None:
-        self._stamped: StampsLogEpoch | None = None  # the publisher, when it stamps the guard's epoch
-        if guard is not None and not isinstance(publisher, StampsLogEpoch):
-            # without the stamp a republished log looks like the old epoch to the projectors, which
-            # would then seek to their stale checkpoints and skip events (the failure the guard exists for)
-            raise TypeError(
-                f"a relay with a log guard needs a publisher that stamps the log epoch "
-                f"(a log_epoch attribute, as KafkaPublisher has); got {type(publisher).__name__}"
-            )
+        self._stamped: StampsLogEpoch | None = None  # the publisher, when a guard's epoch is stamped
+        if guard is not None:
+            if not isinstance(publisher, StampsLogEpoch):
+                # without the stamp a republished log looks like the old epoch to the projectors, which
+                # would seek to their stale checkpoints and skip events (what the guard exists to prevent)
+                raise TypeError(
+                    f"a relay with a log guard needs a publisher that stamps the log epoch "
+                    f"(a log_epoch attribute, as KafkaPublisher has); got {type(publisher).__name__}"
+                )
+            self._stamped = publisher
         self.name = name
         self._outbox = outbox
         self._publisher = publisher
@@ -91,8 +93,6 @@ class Relay:
         self._retry = retry
         self._letters = letters
         self._guard = guard
-        if guard is not None and isinstance(publisher, StampsLogEpoch):
-            self._stamped = publisher
         self._status = status
         self._probe_interval = probe_interval
         self._position: RelayPosition | None = None
